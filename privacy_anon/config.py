@@ -1,0 +1,297 @@
+"""Typed configuration: dataclasses per concern, named presets, YAML overrides.
+
+A preset is a function returning a `Config`. Every run writes the resolved config
+(`Config.to_yaml`) beside its outputs so that it can be reproduced.
+
+Example:
+    >>> cfg = get_preset("tiny")
+    >>> cfg = apply_overrides(cfg, {"train": {"lambda_l1": 2.0}})
+    >>> cfg.modifier.input_size
+    64
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from privacy_anon.errors import ConfigError
+
+
+@dataclass
+class ModifierConfig:
+    """M: the Johnson et al. ResNet image-to-image generator."""
+
+    input_size: int = 256  # faces are resized (bilinear) to this square size
+    filters: int = 64  # width of the first conv; doubles at each of the 2 down-samplings
+    num_blocks: int = 9  # residual blocks at the bottleneck
+    # "tanh": the output is tanh(g(x)) (the paper / Johnson et al.).
+    # "residual": the output is clip(x + amplitude * tanh(g(x))), which keeps int8 error small.
+    output_mode: str = "tanh"
+    residual_amplitude: float = 1.0  # in [-1, 1] pixel units, only for output_mode="residual"
+
+
+@dataclass
+class ClassifierConfig:
+    """D: SphereFace (depth 4/20/36) with a margin softmax head."""
+
+    depth: int = 20
+    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
+    embedding_dim: int = 512
+    input_height: int = 112  # aligned-face template size (SphereFace: 112x96)
+    input_width: int = 96
+    head: str = "asoftmax"  # asoftmax | cosface | arcface
+    margin: float = 4.0  # m: integer 1-4 for A-Softmax, additive margin for CosFace/ArcFace
+    scale: float = 30.0  # feature scale s for CosFace/ArcFace
+    # A-Softmax annealing (SphereFace): lambda = max(lambda_min, base * (1 + gamma * it) ** -power);
+    # the target logit is (lambda * |x|cos + |x|psi) / (1 + lambda).
+    anneal_base: float = 1000.0
+    anneal_gamma: float = 0.12
+    anneal_power: float = 1.0
+    anneal_min: float = 5.0
+
+
+@dataclass
+class ActionDetectorConfig:
+    """A: Faster R-CNN from TF Model Garden."""
+
+    backbone: str = "resnet"
+    backbone_depth: int = 101
+    image_height: int = 340  # frames are resized to this (shorter side 340 for JHMDB)
+    image_width: int = 452
+    min_level: int = 2
+    max_level: int = 6
+    num_classes: int = 21  # action classes + background
+    rpn_head_filters: int = 256
+    checkpoint: str = ""  # optional backbone/detector checkpoint on disk (e.g. ImageNet ResNet)
+
+
+@dataclass
+class FaceDetectionConfig:
+    """Face boxes: BlazeFace full-range, MTCNN verification for the uncertain band."""
+
+    keep_threshold: float = 0.8  # kept without asking MTCNN (the paper's SSH > 0.8 rule)
+    verify_threshold: float = 0.5  # between this and keep_threshold MTCNN must confirm
+    mtcnn_threshold: float = 0.9
+    nms_iou: float = 0.3
+    enlarge: float = 1.6  # face boxes are enlarged x1.6 before modification (paper 5.2)
+
+
+@dataclass
+class DataConfig:
+    """Where data comes from. "synthetic" generates faces (and frames) with no files."""
+
+    faces: str = "synthetic"  # "synthetic" or a folder-per-identity root
+    landmarks_csv: str = ""  # optional CSV of 5 landmarks per image (see data/faces.py)
+    holdout_fraction: float = 0.2  # per identity, held out for evaluation
+    # synthetic identities
+    num_identities: int = 20
+    images_per_identity: int = 40
+    synthetic_size: int = 128  # side of a generated face image, in pixels
+    # canonical crop for faces without landmarks: (top, left, height, width) fractions
+    canonical_crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
+    actions: str = "synthetic"  # "synthetic", or a JHMDB / DALY / CSV root
+    actions_format: str = "synthetic"  # synthetic | jhmdb | daly | csv
+    face_boxes: str = ""  # face-box cache written by `privacy-anon detect-faces`
+
+
+@dataclass
+class TrainConfig:
+    """Algorithm 1 and its optimizers (Adam, beta1 0.5; paper section 4)."""
+
+    face_batch_size: int = 32
+    frame_batch_size: int = 2
+    lr_modifier: float = 3e-4
+    lr_classifier: float = 3e-4
+    lr_detector: float = 1e-3
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs: int = 12
+    lr_drop_epoch: int = 7  # lr /10 after this epoch
+    steps_per_epoch: int = 1000
+    lambda_l1: float = 0.1  # weight of the L1 photorealism term (small, paper eq. 3)
+    adv_weight: float = 1.0
+    random_label: bool = False  # ablation: fool D towards a random identity instead of ascent
+    # pre-training of D alone (`train --stage classifier`)
+    classifier_steps: int = 20000
+    classifier_lr: float = 1e-3
+    finetune_steps: int = 1000  # phase 2 of Algorithm 1 (A only)
+    checkpoint_every: int = 100  # steps between checkpoints
+    seed: int = 0
+
+
+@dataclass
+class Config:
+    name: str = "paper"
+    modifier: ModifierConfig = field(default_factory=ModifierConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    detector: ActionDetectorConfig = field(default_factory=ActionDetectorConfig)
+    face_detection: FaceDetectionConfig = field(default_factory=FaceDetectionConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, path: str | Path) -> None:
+        from privacy_anon.io_utils import atomic_write_text
+
+        atomic_write_text(path, self.to_yaml())
+
+
+def _to_plain(value):
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- presets
+
+
+def paper() -> Config:
+    """The paper's sizes and hyper-parameters (sections 4-5)."""
+    return Config(name="paper")
+
+
+def tiny() -> Config:
+    """Small enough that a training step takes well under a second on 2 CPU cores."""
+    return Config(
+        name="tiny",
+        modifier=ModifierConfig(input_size=64, filters=16, num_blocks=2),
+        classifier=ClassifierConfig(
+            depth=4,
+            widths=(16, 32, 64, 128),
+            embedding_dim=128,
+            input_height=56,
+            input_width=48,
+            head="cosface",
+            margin=0.2,
+            scale=16.0,
+        ),
+        detector=ActionDetectorConfig(
+            backbone_depth=10,
+            image_height=128,
+            image_width=128,
+            min_level=3,
+            max_level=5,
+            num_classes=4,
+            rpn_head_filters=32,
+        ),
+        data=DataConfig(num_identities=12, images_per_identity=40, synthetic_size=64),
+        train=TrainConfig(
+            face_batch_size=24,
+            frame_batch_size=2,
+            lr_modifier=1e-3,
+            lr_classifier=1e-3,
+            epochs=1,
+            lr_drop_epoch=1,
+            steps_per_epoch=300,
+            lambda_l1=1.0,
+            classifier_steps=300,
+            classifier_lr=2e-3,
+            finetune_steps=20,
+            checkpoint_every=50,
+        ),
+    )
+
+
+def mobile() -> Config:
+    """M sized for devices (int8 TFLite on a phone or a Raspberry Pi); D and A as in `paper`."""
+    cfg = paper()
+    cfg.name = "mobile"
+    cfg.modifier = ModifierConfig(
+        input_size=128, filters=32, num_blocks=6, output_mode="residual", residual_amplitude=0.5
+    )
+    return cfg
+
+
+PRESETS = {"paper": paper, "tiny": tiny, "mobile": mobile}
+
+
+def get_preset(name: str) -> Config:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# ----------------------------------------------------------------------------- overrides
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str = "overrides") -> Config:
+    """Returns a copy of `cfg` with nested `overrides` applied; unknown keys are errors."""
+    cfg = dataclasses.replace(cfg)
+    for section_name, values in overrides.items():
+        if section_name == "name":
+            cfg.name = str(values)
+            continue
+        section = getattr(cfg, section_name, None)
+        if section is None or not dataclasses.is_dataclass(section):
+            raise ConfigError(f"{source}: unknown config section {section_name!r}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: section {section_name!r} must be a mapping")
+        section = dataclasses.replace(section)
+        hints = typing.get_type_hints(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown key {section_name}.{key}")
+            setattr(section, key, _coerce(value, hints[key], f"{source}: {section_name}.{key}"))
+        setattr(cfg, section_name, section)
+    return cfg
+
+
+def _coerce(value, hint, where):
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            args = typing.get_args(hint)
+            if len(args) != len(value):
+                raise TypeError
+            return tuple(_coerce(v, a, where) for v, a in zip(value, args))
+        if hint is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if hint in (int, float, str):
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return hint(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    return value
+
+
+def load_config(preset: str = "paper", yaml_path: str | Path | None = None,
+                overrides: dict[str, Any] | None = None) -> Config:
+    """Preset, then a YAML file of overrides, then explicit overrides."""
+    cfg = get_preset(preset)
+    if yaml_path:
+        import yaml
+
+        path = Path(yaml_path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of config sections")
+        cfg = apply_overrides(cfg, data, source=str(path))
+    if overrides:
+        cfg = apply_overrides(cfg, overrides)
+    return cfg

@@ -1,0 +1,17 @@
+"""Exceptions. The CLI turns `InputError` into one line on stderr and exit code 2."""
+
+
+class PrivacyAnonError(Exception):
+    """Base class of this package's errors."""
+
+
+class InputError(PrivacyAnonError, ValueError):
+    """Bad input from the user: a missing or malformed file, a bad value. Exit code 2."""
+
+
+class ConfigError(InputError):
+    """A config preset, YAML file or override that cannot be applied."""
+
+
+class DataError(InputError):
+    """A data set, annotation or image that cannot be read as documented."""
