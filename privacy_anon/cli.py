@@ -95,11 +95,54 @@ def _run_demo(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- detect-faces
+
+
+def _add_detect_faces(sub):
+    p = sub.add_parser(
+        "detect-faces",
+        help="detect faces in a whole data set once and cache boxes, scores and landmarks (resumable)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("dataset", metavar="DATASET",
+                   help="data-set root (jhmdb, daly frames, folders), the action CSV (csv), "
+                        "or a video file / folder of videos (video)")
+    p.add_argument("--format", required=True, choices=("jhmdb", "daly", "folders", "csv", "video"),
+                   help="data-set layout (see privacy_anon/data/face_boxes.py)")
+    p.add_argument("--out", required=True, metavar="CACHE", help="cache folder (re-run to resume)")
+    p.add_argument("--landmarks-csv", metavar="PATH", default=None,
+                   help="folders: where to write the landmarks CSV (default CACHE/landmarks.csv)")
+    p.add_argument("--no-mtcnn", action="store_true",
+                   help="BlazeFace only: no MTCNN verification and no MTCNN landmarks")
+    p.add_argument("--threads", type=int, default=2, help="BlazeFace interpreter threads")
+    p.add_argument("--preset", choices=PRESETS, default="paper", help="config preset (face_detection)")
+    p.add_argument("--config", metavar="YAML", help="YAML file of config overrides")
+
+
+def _run_detect_faces(args) -> int:
+    from privacy_anon.data.face_boxes import detect_faces_in_dataset
+    from privacy_anon.faces.detector import FaceDetector
+
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    cfg = _load_config(args)
+    try:
+        detector = FaceDetector(cfg.face_detection, use_mtcnn=not args.no_mtcnn, num_threads=args.threads)
+    except InputError:
+        raise
+    except ValueError as exc:  # thresholds from --config
+        raise InputError(f"face_detection config: {exc}") from None
+    detect_faces_in_dataset(args.dataset, args.format, args.out, detector,
+                            landmarks_csv=args.landmarks_csv)
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 COMMANDS = {
     "train": (_add_train, _run_train),
     "demo": (_add_demo, _run_demo),
+    "detect-faces": (_add_detect_faces, _run_detect_faces),
 }
 
 

@@ -56,16 +56,29 @@ class ClassifierConfig:
 
 @dataclass
 class ActionDetectorConfig:
-    """A: Faster R-CNN from TF Model Garden."""
+    """A: Faster R-CNN from TF Model Garden (its `fasterrcnn_resnetfpn_coco` experiment, resized).
 
-    backbone: str = "resnet"
-    backbone_depth: int = 101
+    Frames are letterboxed into (image_height, image_width); inside, the detector pads them
+    (bottom/right) up to a multiple of 2**max_level, which its FPN needs.
+    """
+
+    backbone: str = "resnet"  # Model Garden ResNet (the only backbone wired here)
+    backbone_depth: int = 101  # ResNet model_id: 10, 18, 26, 34, 50, 101, 152
+    backbone_width: float = 1.0  # ResNet depth_multiplier (channel width); 1.0 = ImageNet layout
     image_height: int = 340  # frames are resized to this (shorter side 340 for JHMDB)
     image_width: int = 452
     min_level: int = 2
     max_level: int = 6
-    num_classes: int = 21  # action classes + background
+    num_classes: int = 22  # action classes + background (JHMDB: 21 + 1; DALY: 10 + 1)
     rpn_head_filters: int = 256
+    fpn_filters: int = 256
+    head_convs: int = 4  # Fast R-CNN head: convs, then fully connected layers
+    head_filters: int = 256
+    head_fc_dims: int = 1024
+    num_proposals: int = 1000  # RoIs kept after the RPN's NMS (training and inference)
+    num_sampled_rois: int = 512  # RoIs per image sampled for the Fast R-CNN losses
+    rpn_batch_size_per_im: int = 256  # anchors per image sampled for the RPN losses
+    max_detections: int = 100
     checkpoint: str = ""  # optional backbone/detector checkpoint on disk (e.g. ImageNet ResNet)
 
 
@@ -78,6 +91,11 @@ class FaceDetectionConfig:
     mtcnn_threshold: float = 0.9
     nms_iou: float = 0.3
     enlarge: float = 1.6  # face boxes are enlarged x1.6 before modification (paper 5.2)
+    # without MTCNN (--no-mtcnn, on device) BlazeFace faces above this are kept
+    blazeface_only_threshold: float = 0.6
+    min_face_size: float = 40.0  # pixels; BlazeFace also runs on tiles of 8x this side
+    zoom_out: float = 2.0  # and on the frame shrunk into a canvas 2x its side (close-ups)
+    max_faces: int = 0  # keep at most this many faces per frame, best first; 0: all
 
 
 @dataclass
@@ -180,12 +198,20 @@ def tiny() -> Config:
         ),
         detector=ActionDetectorConfig(
             backbone_depth=10,
+            backbone_width=0.25,
             image_height=128,
             image_width=128,
             min_level=3,
             max_level=5,
-            num_classes=4,
+            num_classes=4,  # 3 synthetic actions + background
             rpn_head_filters=32,
+            fpn_filters=32,
+            head_convs=0,
+            head_fc_dims=128,
+            num_proposals=100,
+            num_sampled_rois=64,
+            rpn_batch_size_per_im=64,
+            max_detections=20,
         ),
         data=DataConfig(num_identities=12, images_per_identity=40, synthetic_size=64),
         train=TrainConfig(
