@@ -1,0 +1,192 @@
+"""M, the face modifier: the Johnson et al. (2016) ResNet image-to-image generator.
+
+Layout (paper section 4): reflection pad + 7x7 conv, two stride-2 down-samplings, N residual
+blocks, two stride-2 up-samplings (transposed convs), reflection pad + 7x7 conv, tanh.
+Instance norm everywhere, written from plain ops (mean, centred variance, rsqrt) so that a
+full-integer int8 TFLite conversion keeps every op integer: `GroupNormalization` does not.
+
+Pixels are float32 in [-1, 1] on both sides.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers, ops
+
+OUTPUT_MODES = ("tanh", "residual")
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class ReflectionPad2D(layers.Layer):
+    """Mirror padding of H and W (TFLite MIRROR_PAD); avoids the border artefacts of zero padding."""
+
+    def __init__(self, pad: int, **kwargs):
+        super().__init__(**kwargs)
+        if pad < 0:
+            raise ValueError(f"`pad` must be >= 0, received pad={pad}")
+        self.pad = int(pad)
+
+    def call(self, x):
+        p = self.pad
+        return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
+
+    def compute_output_shape(self, shape):
+        h, w = shape[1], shape[2]
+        return (shape[0], None if h is None else h + 2 * self.pad,
+                None if w is None else w + 2 * self.pad, shape[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class InstanceNorm(layers.Layer):
+    """Instance normalisation over H, W per sample and channel, with a learned affine."""
+
+    def __init__(self, epsilon: float = 1e-5, **kwargs):
+        super().__init__(**kwargs)
+        if epsilon <= 0:
+            raise ValueError(f"`epsilon` must be > 0, received epsilon={epsilon}")
+        self.epsilon = float(epsilon)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
+        self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2), keepdims=True)
+        centred = x - mean
+        # centred * centred, not ops.square: SQUARE has no int8 TFLite kernel.
+        var = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
+        return centred * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _conv_block(filters, kernel, stride, name, transpose=False, activation=True):
+    conv_cls = layers.Conv2DTranspose if transpose else layers.Conv2D
+    padding = "same" if (transpose or kernel == 3 and stride == 2) else "valid"
+    block = [
+        conv_cls(filters, kernel, strides=stride, padding=padding, name=f"{name}_conv"),
+        InstanceNorm(name=f"{name}_norm"),
+    ]
+    if activation:
+        block.append(layers.ReLU(name=f"{name}_relu"))
+    return block
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class ResidualBlock(layers.Layer):
+    """Two reflection-padded 3x3 convs with instance norm, and the identity shortcut."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.pad1 = ReflectionPad2D(1)
+        self.conv1 = layers.Conv2D(self.filters, 3, name="conv1")
+        self.norm1 = InstanceNorm(name="norm1")
+        self.pad2 = ReflectionPad2D(1)
+        self.conv2 = layers.Conv2D(self.filters, 3, name="conv2")
+        self.norm2 = InstanceNorm(name="norm2")
+
+    def call(self, x):
+        y = ops.relu(self.norm1(self.conv1(self.pad1(x))))
+        y = self.norm2(self.conv2(self.pad2(y)))
+        return x + y
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class FaceModifier(keras.Model):
+    """M: rewrites a face so that its identity is gone, keeping pose and layout.
+
+    Args:
+        input_size: side of the square input (the paper: 256).
+        filters: width of the first conv; 2x and 4x after the down-samplings.
+        num_blocks: residual blocks at the bottleneck (the paper: 9).
+        output_mode: "tanh" (output = tanh(g(x)), the paper) or "residual"
+            (output = clip(x + amplitude * tanh(g(x)), -1, 1), which keeps int8 error small).
+        residual_amplitude: how far, in [-1, 1] pixel units, "residual" may move a pixel.
+
+    Example:
+        >>> m = FaceModifier(input_size=64, filters=8, num_blocks=2)
+        >>> m(keras.ops.zeros((1, 64, 64, 3))).shape
+        (1, 64, 64, 3)
+    """
+
+    def __init__(self, input_size: int = 256, filters: int = 64, num_blocks: int = 9,
+                 output_mode: str = "tanh", residual_amplitude: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if input_size < 16 or input_size % 4:
+            raise ValueError(f"`input_size` must be a multiple of 4 and >= 16, received input_size={input_size}")
+        if filters < 1:
+            raise ValueError(f"`filters` must be >= 1, received filters={filters}")
+        if num_blocks < 0:
+            raise ValueError(f"`num_blocks` must be >= 0, received num_blocks={num_blocks}")
+        if output_mode not in OUTPUT_MODES:
+            raise ValueError(f"`output_mode` must be one of {OUTPUT_MODES}, received output_mode={output_mode!r}")
+        if not 0 < residual_amplitude <= 2:
+            raise ValueError(f"`residual_amplitude` must be in (0, 2], received {residual_amplitude}")
+        self.input_size = int(input_size)
+        self.filters = int(filters)
+        self.num_blocks = int(num_blocks)
+        self.output_mode = output_mode
+        self.residual_amplitude = float(residual_amplitude)
+
+        f = self.filters
+        self.stem = [ReflectionPad2D(3, name="stem_pad"), *_conv_block(f, 7, 1, "stem")]
+        self.down = [*_conv_block(2 * f, 3, 2, "down1"), *_conv_block(4 * f, 3, 2, "down2")]
+        self.blocks = [ResidualBlock(4 * f, name=f"res{i + 1}") for i in range(self.num_blocks)]
+        self.up = [*_conv_block(2 * f, 3, 2, "up1", transpose=True),
+                   *_conv_block(f, 3, 2, "up2", transpose=True)]
+        self.head_pad = ReflectionPad2D(3, name="head_pad")
+        self.head = layers.Conv2D(3, 7, name="head_conv")
+
+    def build(self, input_shape=None):
+        # Run zeros once so every layer knows its shape (the net is fully convolutional).
+        self.call(ops.zeros((1, self.input_size, self.input_size, 3)))
+        self.built = True
+
+    def call(self, x):
+        y = x
+        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head):
+            y = layer(y)
+        y = ops.tanh(y)
+        if self.output_mode == "residual":
+            y = ops.clip(x + self.residual_amplitude * y, -1.0, 1.0)
+        return y
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "input_size": self.input_size,
+            "filters": self.filters,
+            "num_blocks": self.num_blocks,
+            "output_mode": self.output_mode,
+            "residual_amplitude": self.residual_amplitude,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_modifier(cfg) -> FaceModifier:
+    """M from a `ModifierConfig`, with its weights built."""
+    m = FaceModifier(
+        input_size=cfg.input_size,
+        filters=cfg.filters,
+        num_blocks=cfg.num_blocks,
+        output_mode=cfg.output_mode,
+        residual_amplitude=cfg.residual_amplitude,
+        name="modifier",
+    )
+    m.build()
+    return m

@@ -1,0 +1,247 @@
+"""PrivacyGAN: Algorithm 1 of the paper as a `keras.Model.train_step`, so `model.fit` works.
+
+One model, four stages (`stage`):
+- "classifier": pre-train D alone on original faces (there are no downloadable weights).
+- "adversarial": Algorithm 1 without videos: the D step, then the M step.
+- "joint": Algorithm 1: the D step, then the M+A step on faces and on video frames whose
+  faces M has rewritten, with one tape so L_det's gradient reaches M through the paste.
+- "finetune": phase 2: M and D frozen, A trained on modified frames.
+
+Losses (DESIGN.md "Algorithm 1, precisely"; CE_m is D's margin softmax loss):
+- D step: minimise CE_m(D(M(f)), id) + CE_m(D(f), id). M is not updated.
+- M(+A) step: minimise L_det(A, v') - CE_m(D(M(f)), id) + lambda * |M(f) - f|_1,
+  or with `random_label`, CE_m(D(M(f)), random id) in place of the ascent term.
+
+A batch is a dict: "faces" (B, S, S, 3) in [-1, 1], "identity" (B,), "align" (B, 2, 3)
+(D-output-to-face matrices, see faces/geometry.py); for "joint"/"finetune" also "frames"
+(B', H, W, 3) in [-1, 1], "face_boxes" (B', F, 4), "num_faces" (B',), "boxes" (B', N, 4)
+and "classes" (B', N) for A.
+
+Under a `tf.distribute` strategy each replica divides its summed losses by the global
+batch size, so gradients add up to the mean over the global batch.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from privacy_anon.faces import geometry
+
+STAGES = ("classifier", "adversarial", "joint", "finetune")
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class PrivacyGAN(keras.Model):
+    """M, D (and optionally A) and the alternating updates of Algorithm 1.
+
+    Args:
+        modifier: M, a `FaceModifier`.
+        classifier: D, a `FaceClassifier`.
+        detector: A, an `ActionDetector` (models/action_detector.py), for "joint"/"finetune".
+        stage: one of "classifier", "adversarial", "joint", "finetune".
+        lambda_l1: weight of the L1 photorealism term (paper eq. 3).
+        adv_weight: weight of the adversarial term in the M step.
+        random_label: ablation: fool D towards a random identity instead of gradient ascent.
+        face_enlarge: video face boxes are enlarged by this factor before M (1.6).
+        det_weight: weight of L_det in the M+A step.
+
+    Example:
+        >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
+        >>> gan.compile(m_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5),
+        ...             d_optimizer=keras.optimizers.Adam(3e-4, beta_1=0.5))
+        >>> gan.fit(face_dataset, epochs=1, steps_per_epoch=100)
+    """
+
+    def __init__(self, modifier, classifier, detector=None, stage: str = "adversarial",
+                 lambda_l1: float = 0.1, adv_weight: float = 1.0, random_label: bool = False,
+                 face_enlarge: float = 1.6, det_weight: float = 1.0, **kwargs):
+        super().__init__(**kwargs)
+        if stage not in STAGES:
+            raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
+        if stage in ("joint", "finetune") and detector is None:
+            raise ValueError(f"stage={stage!r} needs an action detector")
+        if lambda_l1 < 0 or adv_weight < 0 or det_weight < 0:
+            raise ValueError(f"loss weights must be >= 0, received lambda_l1={lambda_l1}, "
+                             f"adv_weight={adv_weight}, det_weight={det_weight}")
+        self.modifier = modifier
+        self.classifier = classifier
+        self.detector = detector
+        self.stage = stage
+        self.lambda_l1 = float(lambda_l1)
+        self.adv_weight = float(adv_weight)
+        self.random_label = bool(random_label)
+        self.face_enlarge = float(face_enlarge)
+        self.det_weight = float(det_weight)
+        # Under a strategy Keras would otherwise call `call()` on the data dict to build.
+        self.built = True
+        names = {
+            "classifier": ("loss_d", "d_acc_original"),
+            "adversarial": ("loss_d", "loss_adv", "loss_l1", "d_acc_original", "d_acc_modified"),
+            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_det", "d_acc_original",
+                      "d_acc_modified"),
+            "finetune": ("loss_det",),
+        }[stage]
+        self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # -- keras plumbing ---------------------------------------------------------------
+
+    def compile(self, m_optimizer=None, d_optimizer=None, a_optimizer=None, **kwargs):
+        """Optimizers for M, D and A; the ones a stage does not use may be None.
+
+        M's optimizer goes to `super().compile` so `self.optimizer` is the one that steps
+        (Keras 3 silently makes an unused RMSprop otherwise); in "classifier" and "finetune"
+        stages the optimizer that steps is D's or A's.
+        """
+        needed = {"classifier": (d_optimizer,), "adversarial": (m_optimizer, d_optimizer),
+                  "joint": (m_optimizer, d_optimizer, a_optimizer), "finetune": (a_optimizer,)}
+        if any(opt is None for opt in needed[self.stage]):
+            raise ValueError(f"stage {self.stage!r} needs optimizers for "
+                             f"{ {'classifier': 'D', 'adversarial': 'M and D', 'joint': 'M, D and A', 'finetune': 'A'}[self.stage] }")
+        main = {"classifier": d_optimizer, "finetune": a_optimizer}.get(self.stage, m_optimizer)
+        kwargs.setdefault("jit_compile", False)  # Model Garden's NMS does not compile with XLA
+        super().compile(optimizer=main, **kwargs)
+        self.m_optimizer = m_optimizer
+        self.d_optimizer = d_optimizer
+        self.a_optimizer = a_optimizer
+
+    def build_optimizers(self):
+        """Creates the optimizers' slots now (call inside `strategy.scope()` before `fit`)."""
+        pairs = [(self.m_optimizer, self.modifier.trainable_variables),
+                 (self.d_optimizer, self.classifier.trainable_variables)]
+        if self.detector is not None:
+            pairs.append((self.a_optimizer, self.detector.trainable_variables))
+        for opt, variables in pairs:
+            if opt is not None and not opt.built:
+                opt.build(variables)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, faces, training=False):
+        """The modifier: M(faces)."""
+        return self.modifier(faces, training=training)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "modifier": keras.saving.serialize_keras_object(self.modifier),
+            "classifier": keras.saving.serialize_keras_object(self.classifier),
+            "stage": self.stage,
+            "lambda_l1": self.lambda_l1,
+            "adv_weight": self.adv_weight,
+            "random_label": self.random_label,
+            "face_enlarge": self.face_enlarge,
+            "det_weight": self.det_weight,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["modifier"] = keras.saving.deserialize_keras_object(config["modifier"])
+        config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        return cls(**config)
+
+    # -- losses -------------------------------------------------------------------------
+
+    def _global_mean(self, per_example):
+        """Sum over this replica / global batch: replicas' gradients add up to the mean."""
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        n = tf.cast(tf.shape(per_example)[0] * replicas, tf.float32)
+        return tf.reduce_sum(per_example) / n
+
+    def _d_outputs(self, faces, align, labels, training):
+        h, w = self.classifier.input_height, self.classifier.input_width
+        aligned = geometry.align_faces(faces, align, h, w)
+        emb = self.classifier(aligned, training=training)
+        margin = self.classifier.head.margin_logits(emb, labels)
+        ce = keras.losses.sparse_categorical_crossentropy(labels, margin, from_logits=True)
+        correct = tf.cast(tf.equal(tf.argmax(self.classifier.head(emb), -1, output_type=tf.int32),
+                                   tf.cast(labels, tf.int32)), tf.float32)
+        return ce, correct
+
+    def _modified_frames(self, data, training):
+        return geometry.modify_frames(data["frames"], data["face_boxes"], data["num_faces"],
+                                      self.modifier, self.modifier.input_size, self.face_enlarge,
+                                      training=training)
+
+    def _det_loss(self, frames, data):
+        losses = self.detector.losses(frames, data["boxes"], data["classes"], training=True)
+        return losses["total"] / tf.cast(tf.distribute.get_strategy().num_replicas_in_sync,
+                                         tf.float32)
+
+    # -- Algorithm 1 --------------------------------------------------------------------
+
+    def train_step(self, data):
+        faces, labels, align = data.get("faces"), data.get("identity"), data.get("align")
+        if self.stage == "classifier":
+            self._classifier_step(faces, labels, align)
+        elif self.stage == "finetune":
+            self._finetune_step(data)
+        else:
+            self._d_step(faces, labels, align)
+            self._m_step(faces, labels, align, data if self.stage == "joint" else None)
+        return {name: t.result() for name, t in self.trackers.items()}
+
+    def _classifier_step(self, faces, labels, align):
+        with tf.GradientTape() as tape:
+            ce, correct = self._d_outputs(faces, align, labels, training=True)
+            loss = self._global_mean(ce)
+        variables = self.classifier.trainable_variables
+        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.classifier.head.advance()
+        self.trackers["loss_d"].update_state(tf.reduce_mean(ce))
+        self.trackers["d_acc_original"].update_state(correct)
+
+    def _d_step(self, faces, labels, align):
+        """Line 3: arg max_D L_adv, i.e. D learns identities on originals and M(f)."""
+        modified = tf.stop_gradient(self.modifier(faces, training=False))
+        with tf.GradientTape() as tape:
+            ce_mod, correct_mod = self._d_outputs(modified, align, labels, training=True)
+            ce_orig, correct_orig = self._d_outputs(faces, align, labels, training=True)
+            loss = self._global_mean(ce_mod + ce_orig)
+        variables = self.classifier.trainable_variables
+        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.classifier.head.advance()
+        self.trackers["loss_d"].update_state(tf.reduce_mean(ce_mod + ce_orig))
+        self.trackers["d_acc_original"].update_state(correct_orig)
+        self.trackers["d_acc_modified"].update_state(correct_mod)
+
+    def _m_step(self, faces, labels, align, frames_data=None):
+        """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames)."""
+        with tf.GradientTape(persistent=frames_data is not None) as tape:
+            modified = self.modifier(faces, training=True)
+            if self.random_label:
+                n = self.classifier.num_classes
+                # A random identity other than the true one.
+                target = (tf.cast(labels, tf.int32)
+                          + tf.random.uniform(tf.shape(labels), 1, n, dtype=tf.int32)) % n
+                ce_target, _ = self._d_outputs(modified, align, target, training=False)
+                adv = ce_target
+            else:
+                ce_true, _ = self._d_outputs(modified, align, labels, training=False)
+                adv = -ce_true
+            l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
+            loss = self._global_mean(self.adv_weight * adv + self.lambda_l1 * l1)
+            if frames_data is not None:
+                det = self._det_loss(self._modified_frames(frames_data, training=True), frames_data)
+                loss = loss + self.det_weight * det
+        m_vars = self.modifier.trainable_variables
+        self.m_optimizer.apply_gradients(zip(tape.gradient(loss, m_vars), m_vars))
+        if frames_data is not None:
+            a_vars = self.detector.trainable_variables
+            self.a_optimizer.apply_gradients(zip(tape.gradient(loss, a_vars), a_vars))
+            del tape
+            self.trackers["loss_det"].update_state(det)
+        self.trackers["loss_adv"].update_state(tf.reduce_mean(adv))
+        self.trackers["loss_l1"].update_state(tf.reduce_mean(l1))
+
+    def _finetune_step(self, data):
+        """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""
+        frames = tf.stop_gradient(self._modified_frames(data, training=False))
+        with tf.GradientTape() as tape:
+            det = self._det_loss(frames, data)
+        a_vars = self.detector.trainable_variables
+        self.a_optimizer.apply_gradients(zip(tape.gradient(det, a_vars), a_vars))
+        self.trackers["loss_det"].update_state(det)
