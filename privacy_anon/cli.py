@@ -50,6 +50,10 @@ def _add_train(sub):
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
     p.add_argument("--classifier-checkpoint", default=None,
                    help="D weights to start from (a .keras file or a --stage classifier run directory)")
+    p.add_argument("--init-run", default=None, metavar="DIR",
+                   help="take M, D (and A) from this run directory, e.g. a joint run for finetune")
+    p.add_argument("--mirrored", action="store_true",
+                   help="train under tf.distribute.MirroredStrategy over all visible devices")
     p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics")
 
 
@@ -64,8 +68,16 @@ def _run_train(args) -> int:
             cfg.data.actions_format = "synthetic"
     if args.landmarks:
         cfg.data.landmarks_csv = args.landmarks
-    runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
-               classifier_checkpoint=args.classifier_checkpoint)
+    strategy = None
+    if args.mirrored:
+        import tensorflow as tf
+
+        strategy = tf.distribute.MirroredStrategy()
+    metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
+                         classifier_checkpoint=args.classifier_checkpoint,
+                         init_run=args.init_run, strategy=strategy)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
+    print(" ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return 0
 
 
@@ -88,10 +100,7 @@ def _run_demo(args) -> int:
     from privacy_anon.training import demo
 
     cfg = load_config("tiny", args.config, {"train": {"seed": args.seed}})
-    metrics = demo.run_demo(cfg, args.out)
-    for key in sorted(metrics):
-        value = metrics[key]
-        print(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
+    demo.run_demo(cfg, args.out)
     return 0
 
 
@@ -137,12 +146,178 @@ def _run_detect_faces(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser(
+        "evaluate",
+        help="privacy vs utility per method: face verification and action frame-mAP; "
+             "writes report.json, tradeoff.png, per_class.md",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    _common_config_args(p)
+    p.add_argument("--methods", required=True,
+                   help="comma-separated: none, blur8, blur16, blur24, mask, noise0.1, noise0.3, "
+                        "noise0.5, superpixel, edge, learned")
+    p.add_argument("--out", required=True, help="output folder for the report")
+    p.add_argument("--faces", help="'synthetic' or a folder-per-identity root (LFW)")
+    p.add_argument("--pairs", help="LFW pairs.txt (default: 10 folds generated from the identities)")
+    p.add_argument("--landmarks", help="landmarks CSV for --faces, used to align faces for D")
+    p.add_argument("--faces-boxes", metavar="CACHE",
+                   help="face boxes of --faces from `detect-faces --format folders` "
+                        "(default: each image is modified whole)")
+    p.add_argument("--recognizer", choices=("d", "dlib"), default="d",
+                   help="d: the face classifier D; dlib: an independent recognizer (eval extra)")
+    p.add_argument("--classifier", help="D: a .keras FaceClassifier or a run directory holding "
+                                        "classifier.keras (synthetic faces: trained if absent)")
+    p.add_argument("--modifier", help="for 'learned': a .keras FaceModifier or a run directory "
+                                      "holding modifier.keras")
+    p.add_argument("--actions", help="'synthetic', a JHMDB root, DALY frames folder or action CSV")
+    p.add_argument("--actions-format", choices=("synthetic", "jhmdb", "daly", "csv"),
+                   help="layout of --actions (default: synthetic for --actions synthetic)")
+    p.add_argument("--daly-annotations", help="DALY: the annotation pickle daly1.1.0.pkl")
+    p.add_argument("--face-boxes", help="face-box cache of --actions from `privacy-anon detect-faces`")
+    p.add_argument("--detector", help="evaluate this action-detector checkpoint instead of "
+                                      "training one per method")
+    p.add_argument("--detector-steps", type=int, default=150,
+                   help="steps A is trained on each method's anonymized frames")
+    p.add_argument("--workers", type=int, default=1, help="dlib worker processes")
+    p.add_argument("--cache", help="folder for embedding caches (reused across runs)")
+    p.add_argument("--no-paper", action="store_true", help="leave out the paper's Table 1 rows")
+    p.add_argument("--progress", action="store_true", help="show progress bars")
+
+
+def _run_evaluate(args) -> int:
+    from privacy_anon.evaluation.run import EvalRequest, run_evaluation
+
+    cfg = _load_config(args)
+    req = EvalRequest(methods=args.methods, out=args.out, faces=args.faces, pairs=args.pairs,
+                      landmarks=args.landmarks, faces_boxes=args.faces_boxes,
+                      recognizer=args.recognizer,
+                      classifier=args.classifier, modifier=args.modifier, actions=args.actions,
+                      actions_format=args.actions_format, daly_annotations=args.daly_annotations,
+                      face_boxes=args.face_boxes, detector=args.detector,
+                      detector_steps=args.detector_steps, workers=args.workers, cache=args.cache,
+                      paper_reference=not args.no_paper, progress=args.progress)
+    paths = run_evaluation(cfg, req)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _add_export(sub):
+    p = sub.add_parser(
+        "export",
+        help="convert a trained M to TFLite (int8 / float16 / dynamic / float) and write the deployable bundle",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT",
+                   help="M: a .keras file, or a run directory holding modifier.keras")
+    p.add_argument("--tflite", action="store_true", default=True,
+                   help="export to TFLite (the only format; accepted for clarity)")
+    p.add_argument("--quantize", choices=("int8", "float16", "dynamic", "none"), default="int8",
+                   help="int8: every op int8, uint8 pixels in/out; float16 weights; dynamic-range; none")
+    p.add_argument("--representative", metavar="FACES_DIR", default=None,
+                   help="folder of face images (or photos: the largest face is cropped) for int8 "
+                        "calibration and the quality check; default: synthetic faces (warns)")
+    p.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder (or .zip with --zip)")
+    p.add_argument("--zip", action="store_true", help="write one .zip file instead of a folder")
+    p.add_argument("--min-psnr", type=float, default=30.0,
+                   help="refuse the export if the TFLite model is further than this (dB PSNR) from Keras")
+    p.add_argument("--enlarge", type=float, default=1.6, help="face-box enlargement recorded for the runtime")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="face-detector score threshold recorded for the runtime (default 0.6)")
+
+
+def _run_export(args) -> int:
+    import warnings
+
+    from privacy_anon.export import export_bundle
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        # one plain line per warning (restored by catch_warnings)
+        warnings.showwarning = lambda msg, *a, **k: print(f"privacy-anon export: warning: {msg}", file=sys.stderr)
+        report = export_bundle(args.checkpoint, args.out, quantize=args.quantize,
+                               representative=args.representative, zip=args.zip,
+                               min_psnr=args.min_psnr, enlarge=args.enlarge,
+                               detector_threshold=args.threshold, verbose=False)
+    print(report.summary())
+    print(f"op types: {', '.join(report.op_types)}")
+    print(f"wrote {report.path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- anonymize
+
+
+def _add_anonymize(sub):
+    p = sub.add_parser(
+        "anonymize",
+        help="anonymize faces in images, videos, folders or a camera (learned bundle or a baseline)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image / video files, folders of them, or a camera index (0)")
+    p.add_argument("-o", "--output", required=True,
+                   help="output file (one input) or folder (several inputs or a folder)")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--bundle", help="bundle folder or .zip written by `privacy-anon export`")
+    how.add_argument("--method", help="a baseline instead of the learned M: blur8, blur16, blur24, "
+                                      "mask, noise0.1, noise0.3, noise0.5, superpixel, edge")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="face-detector score threshold (default: the bundle's, else 0.6)")
+    p.add_argument("--enlarge", type=float, default=None,
+                   help="face-box enlargement (default: the bundle's, else 1.6)")
+    p.add_argument("--min-face", type=float, default=None,
+                   help="smallest face to look for, pixels (0: whole-frame detection only, fastest)")
+    p.add_argument("--hold", type=int, default=5,
+                   help="frames a face lost by the detector stays anonymized")
+    p.add_argument("--on-failure", choices=("mask", "drop"), default="mask",
+                   help="if detection or modification fails on a frame: write it fully masked, or drop it")
+    p.add_argument("--codec", default=None, help="video codec (default by suffix: libx264; .webm VP9; .avi MPEG-4)")
+    p.add_argument("--quality", type=int, default=None, help="video CRF for x264/x265/VP9 (lower is better; 18)")
+    p.add_argument("--boxes-json", metavar="PATH", default=None,
+                   help="write what was anonymized where (per input, per frame)")
+    p.add_argument("--preview", action="store_true", help="show frames while working (GUI OpenCV)")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    p.add_argument("--max-frames", type=int, default=None, help="camera: stop after this many frames")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_anonymize(args) -> int:
+    from privacy_anon.runtime.pipeline import Anonymizer
+
+    if args.threads < 1:
+        raise InputError(f"--threads must be >= 1, got {args.threads}")
+    anonymizer = Anonymizer(args.bundle, args.method, threshold=args.threshold, enlarge=args.enlarge,
+                            hold=args.hold, on_failure=args.on_failure, num_threads=args.threads,
+                            min_face_size=args.min_face)
+    summary = anonymizer.anonymize_path(args.inputs, args.output, codec=args.codec, quality=args.quality,
+                                        boxes_json=args.boxes_json, preview=args.preview,
+                                        progress=not args.no_progress, max_frames=args.max_frames)
+    for item in summary["inputs"]:
+        frames = item["frames"]
+        bad = sum(f["status"] != "ok" for f in frames)
+        faces = sum(len(f["regions"]) for f in frames)
+        note = f", {bad} frame(s) masked/dropped after a failure" if bad else ""
+        print(f"{item['input']} -> {item['output']}: {len(frames)} frame(s), {faces} face region(s){note}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 COMMANDS = {
     "train": (_add_train, _run_train),
     "demo": (_add_demo, _run_demo),
     "detect-faces": (_add_detect_faces, _run_detect_faces),
+    "evaluate": (_add_evaluate, _run_evaluate),
+    "export": (_add_export, _run_export),
+    "anonymize": (_add_anonymize, _run_anonymize),
 }
 
 

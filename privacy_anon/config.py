@@ -105,6 +105,7 @@ class DataConfig:
     faces: str = "synthetic"  # "synthetic" or a folder-per-identity root
     landmarks_csv: str = ""  # optional CSV of 5 landmarks per image (see data/faces.py)
     holdout_fraction: float = 0.2  # per identity, held out for evaluation
+    seed: int = 0  # synthetic data and the held-out split (train.seed is for weights/shuffles)
     # synthetic identities
     num_identities: int = 20
     images_per_identity: int = 40
@@ -113,6 +114,8 @@ class DataConfig:
     canonical_crop: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 1.0)
     actions: str = "synthetic"  # "synthetic", or a JHMDB / DALY / CSV root
     actions_format: str = "synthetic"  # synthetic | jhmdb | daly | csv
+    actions_frames: str = ""  # DALY: folder of extracted frames (`actions` is the .pkl)
+    synthetic_frames: int = 96  # generated action frames (train) for "synthetic"
     face_boxes: str = ""  # face-box cache written by `privacy-anon detect-faces`
 
 
@@ -133,6 +136,10 @@ class TrainConfig:
     lambda_l1: float = 0.1  # weight of the L1 photorealism term (small, paper eq. 3)
     adv_weight: float = 1.0
     random_label: bool = False  # ablation: fool D towards a random identity instead of ascent
+    # M's adversarial term: "ascent" (the paper's -CE_m), "nonsaturating" (-log(1 - p_id)) or
+    # "uniform" (cross-entropy of D's prediction to the uniform distribution)
+    adv_loss: str = "ascent"
+    adv_cap: float = 0.0  # "ascent" only: -min(CE_m, cap); 0 = unbounded (the paper)
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3
@@ -185,7 +192,8 @@ def tiny() -> Config:
     """Small enough that a training step takes well under a second on 2 CPU cores."""
     return Config(
         name="tiny",
-        modifier=ModifierConfig(input_size=64, filters=16, num_blocks=2),
+        modifier=ModifierConfig(input_size=64, filters=16, num_blocks=2, output_mode="residual",
+                                residual_amplitude=1.0),
         classifier=ClassifierConfig(
             depth=4,
             widths=(16, 32, 64, 128),
@@ -235,8 +243,10 @@ def mobile() -> Config:
     """M sized for devices (int8 TFLite on a phone or a Raspberry Pi); D and A as in `paper`."""
     cfg = paper()
     cfg.name = "mobile"
+    # 5 blocks: 1.97 GMACs per face and a 1.8 MB int8 file (6 blocks: 2.07 MB, over the
+    # 2 MB budget); see benchmarks/RESULTS.md.
     cfg.modifier = ModifierConfig(
-        input_size=128, filters=32, num_blocks=6, output_mode="residual", residual_amplitude=0.5
+        input_size=128, filters=32, num_blocks=5, output_mode="residual", residual_amplitude=0.5
     )
     return cfg
 

@@ -144,7 +144,10 @@ class FaceModifier(keras.Model):
         self.up = [*_conv_block(2 * f, 3, 2, "up1", transpose=True),
                    *_conv_block(f, 3, 2, "up2", transpose=True)]
         self.head_pad = ReflectionPad2D(3, name="head_pad")
-        self.head = layers.Conv2D(3, 7, name="head_conv")
+        # In "residual" mode a zero head makes M start as the identity, so training starts
+        # from the face itself instead of from noise the L1 term must first undo.
+        init = "zeros" if output_mode == "residual" else "glorot_uniform"
+        self.head = layers.Conv2D(3, 7, kernel_initializer=init, name="head_conv")
 
     def build(self, input_shape=None):
         # Run zeros once so every layer knows its shape (the net is fully convolutional).

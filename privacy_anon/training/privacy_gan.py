@@ -29,6 +29,7 @@ import tensorflow as tf
 from privacy_anon.faces import geometry
 
 STAGES = ("classifier", "adversarial", "joint", "finetune")
+ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
 
 
 @keras.saving.register_keras_serializable(package="privacy_anon")
@@ -45,6 +46,15 @@ class PrivacyGAN(keras.Model):
         random_label: ablation: fool D towards a random identity instead of gradient ascent.
         face_enlarge: video face boxes are enlarged by this factor before M (1.6).
         det_weight: weight of L_det in the M+A step.
+        adv_loss: "ascent" (the paper: -CE_m(D(M(f)), id)) or "nonsaturating"
+            (-log(1 - p_D(id | M(f))): the same optimum, but its gradient does not vanish
+            when D is confident, which is exactly when M needs it), or "uniform" (the
+            cross-entropy of D's prediction to the uniform distribution: M is pushed towards
+            "nobody" rather than towards another identity, which D could learn to follow).
+        adv_cap: for "ascent", if > 0, the ascent term is -min(CE_m, adv_cap): M stops pushing a face once
+            D's loss on it passes the cap, and the L1 term pulls it back. 0 is the paper's
+            unbounded ascent, which on its own lets M wreck the whole face (CE grows without
+            limit while L1 is bounded).
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -55,15 +65,19 @@ class PrivacyGAN(keras.Model):
 
     def __init__(self, modifier, classifier, detector=None, stage: str = "adversarial",
                  lambda_l1: float = 0.1, adv_weight: float = 1.0, random_label: bool = False,
-                 face_enlarge: float = 1.6, det_weight: float = 1.0, **kwargs):
+                 face_enlarge: float = 1.6, det_weight: float = 1.0, adv_loss: str = "ascent",
+                 adv_cap: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
         if stage in ("joint", "finetune") and detector is None:
             raise ValueError(f"stage={stage!r} needs an action detector")
-        if lambda_l1 < 0 or adv_weight < 0 or det_weight < 0:
+        if adv_loss not in ADV_LOSSES:
+            raise ValueError(f"`adv_loss` must be one of {ADV_LOSSES}, received {adv_loss!r}")
+        if lambda_l1 < 0 or adv_weight < 0 or det_weight < 0 or adv_cap < 0:
             raise ValueError(f"loss weights must be >= 0, received lambda_l1={lambda_l1}, "
-                             f"adv_weight={adv_weight}, det_weight={det_weight}")
+                             f"adv_weight={adv_weight}, det_weight={det_weight}, "
+                             f"adv_cap={adv_cap}")
         self.modifier = modifier
         self.classifier = classifier
         self.detector = detector
@@ -73,6 +87,8 @@ class PrivacyGAN(keras.Model):
         self.random_label = bool(random_label)
         self.face_enlarge = float(face_enlarge)
         self.det_weight = float(det_weight)
+        self.adv_loss = adv_loss
+        self.adv_cap = float(adv_cap)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
@@ -134,6 +150,8 @@ class PrivacyGAN(keras.Model):
             "random_label": self.random_label,
             "face_enlarge": self.face_enlarge,
             "det_weight": self.det_weight,
+            "adv_loss": self.adv_loss,
+            "adv_cap": self.adv_cap,
         }
 
     @classmethod
@@ -157,9 +175,31 @@ class PrivacyGAN(keras.Model):
         emb = self.classifier(aligned, training=training)
         margin = self.classifier.head.margin_logits(emb, labels)
         ce = keras.losses.sparse_categorical_crossentropy(labels, margin, from_logits=True)
-        correct = tf.cast(tf.equal(tf.argmax(self.classifier.head(emb), -1, output_type=tf.int32),
+        logits = self.classifier.head(emb)
+        correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                    tf.cast(labels, tf.int32)), tf.float32)
-        return ce, correct
+        return ce, correct, logits
+
+    def _adv_term(self, modified, align, labels):
+        """M's per-face adversarial loss (to minimise)."""
+        if self.random_label:
+            n = self.classifier.num_classes
+            # A random identity other than the true one.
+            target = (tf.cast(labels, tf.int32)
+                      + tf.random.uniform(tf.shape(labels), 1, n, dtype=tf.int32)) % n
+            return self._d_outputs(modified, align, target, training=False)[0]
+        ce, _, logits = self._d_outputs(modified, align, labels, training=False)
+        if self.adv_loss == "uniform":
+            # Cross-entropy to the uniform distribution over identities, minus its minimum
+            # log(N): 0 exactly when D cannot tell who it is.
+            n = tf.cast(tf.shape(logits)[-1], tf.float32)
+            return -tf.reduce_mean(tf.nn.log_softmax(logits), -1) - tf.math.log(n)
+        if self.adv_loss == "nonsaturating":
+            # -log(1 - p_true) = logsumexp(all logits) - logsumexp(logits of other ids).
+            onehot = tf.one_hot(tf.cast(labels, tf.int32), tf.shape(logits)[-1])
+            others = logits - 1e9 * onehot
+            return tf.reduce_logsumexp(logits, -1) - tf.reduce_logsumexp(others, -1)
+        return -tf.minimum(ce, self.adv_cap) if self.adv_cap > 0 else -ce
 
     def _modified_frames(self, data, training):
         return geometry.modify_frames(data["frames"], data["face_boxes"], data["num_faces"],
@@ -186,7 +226,7 @@ class PrivacyGAN(keras.Model):
 
     def _classifier_step(self, faces, labels, align):
         with tf.GradientTape() as tape:
-            ce, correct = self._d_outputs(faces, align, labels, training=True)
+            ce, correct, _ = self._d_outputs(faces, align, labels, training=True)
             loss = self._global_mean(ce)
         variables = self.classifier.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -198,8 +238,8 @@ class PrivacyGAN(keras.Model):
         """Line 3: arg max_D L_adv, i.e. D learns identities on originals and M(f)."""
         modified = tf.stop_gradient(self.modifier(faces, training=False))
         with tf.GradientTape() as tape:
-            ce_mod, correct_mod = self._d_outputs(modified, align, labels, training=True)
-            ce_orig, correct_orig = self._d_outputs(faces, align, labels, training=True)
+            ce_mod, correct_mod, _ = self._d_outputs(modified, align, labels, training=True)
+            ce_orig, correct_orig, _ = self._d_outputs(faces, align, labels, training=True)
             loss = self._global_mean(ce_mod + ce_orig)
         variables = self.classifier.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -212,16 +252,7 @@ class PrivacyGAN(keras.Model):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames)."""
         with tf.GradientTape(persistent=frames_data is not None) as tape:
             modified = self.modifier(faces, training=True)
-            if self.random_label:
-                n = self.classifier.num_classes
-                # A random identity other than the true one.
-                target = (tf.cast(labels, tf.int32)
-                          + tf.random.uniform(tf.shape(labels), 1, n, dtype=tf.int32)) % n
-                ce_target, _ = self._d_outputs(modified, align, target, training=False)
-                adv = ce_target
-            else:
-                ce_true, _ = self._d_outputs(modified, align, labels, training=False)
-                adv = -ce_true
+            adv = self._adv_term(modified, align, labels)
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
             loss = self._global_mean(self.adv_weight * adv + self.lambda_l1 * l1)
             if frames_data is not None:

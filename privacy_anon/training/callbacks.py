@@ -1,0 +1,123 @@
+"""Callbacks for `PrivacyGAN.fit`: checkpoints, the step-based LR drop, logs, sample grids.
+
+Runs are driven in chunks: one Keras "epoch" is `checkpoint_every` steps, so a checkpoint
+lands on every epoch end and a resumed run restarts at `initial_epoch = step // chunk`
+with exactly the step count it had saved (see `training/runs.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from privacy_anon.io_utils import atomic_path
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves M, D (A) and their optimizers with `tf.train.CheckpointManager`.
+
+    `save_weights`/`ModelCheckpoint` would leave out A (a tf_keras model the Keras 3 GAN does
+    not track) and the optimizers' slots, so the run keeps one `tf.train.Checkpoint` with
+    everything plus a `step` variable.
+    """
+
+    def __init__(self, manager: tf.train.CheckpointManager, step: tf.Variable,
+                 steps_per_chunk: int):
+        super().__init__()
+        self.manager = manager
+        self.step = step
+        self.steps_per_chunk = int(steps_per_chunk)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.step.assign((epoch + 1) * self.steps_per_chunk)
+        self.manager.save(checkpoint_number=int(self.step.numpy()))
+
+
+class StepLearningRate(keras.callbacks.Callback):
+    """Divides every optimizer's learning rate by 10 from `drop_step` on (paper: after epoch 7)."""
+
+    def __init__(self, optimizers: dict, base_rates: dict, drop_step: int, steps_per_chunk: int):
+        super().__init__()
+        self.optimizers = {k: v for k, v in optimizers.items() if v is not None}
+        self.base_rates = base_rates
+        self.drop_step = int(drop_step)
+        self.steps_per_chunk = int(steps_per_chunk)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        step = epoch * self.steps_per_chunk
+        factor = 0.1 if 0 < self.drop_step <= step else 1.0
+        for name, opt in self.optimizers.items():
+            opt.learning_rate.assign(self.base_rates[name] * factor)
+
+
+class HistoryLogger(keras.callbacks.Callback):
+    """Appends one JSON line per chunk (step, seconds, metrics) to `history.jsonl`."""
+
+    def __init__(self, path: str | Path, steps_per_chunk: int):
+        super().__init__()
+        self.path = Path(path)
+        self.steps_per_chunk = int(steps_per_chunk)
+        self.last = {}
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = {k: float(v) for k, v in (logs or {}).items()}
+        row = {"step": (epoch + 1) * self.steps_per_chunk,
+               "seconds": round(time.time() - self._start, 2), **self.last}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Writes `samples/step_<n>.png`: a row of faces and below it what M makes of them."""
+
+    def __init__(self, modifier, faces: np.ndarray, out_dir: str | Path, steps_per_chunk: int):
+        super().__init__()
+        self.modifier = modifier
+        self.faces = faces  # uint8 (N, S, S, 3)
+        self.out_dir = Path(out_dir)
+        self.steps_per_chunk = int(steps_per_chunk)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        write_grid(self.out_dir / f"step_{(epoch + 1) * self.steps_per_chunk:07d}.png",
+                   self.faces, modify_uint8(self.modifier, self.faces))
+
+
+def modify_uint8(modifier, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """M applied to uint8 faces (N, S, S, 3), returning uint8."""
+    out = []
+    for i in range(0, len(faces), batch_size):
+        x = faces[i:i + batch_size].astype(np.float32) / 127.5 - 1.0
+        y = np.asarray(modifier(x, training=False))
+        out.append(np.clip(np.round((y + 1.0) * 127.5), 0, 255).astype(np.uint8))
+    return np.concatenate(out) if out else faces[:0]
+
+
+def write_grid(path: str | Path, originals: np.ndarray, modified: np.ndarray,
+               columns: int = 8, scale: int = 2) -> None:
+    """A PNG of pairs of rows: originals above, modified below (uint8 RGB inputs)."""
+    import cv2
+
+    n = len(originals)
+    rows = []
+    for start in range(0, n, columns):
+        top = list(originals[start:start + columns])
+        bottom = list(modified[start:start + columns])
+        pad = columns - len(top)
+        blank = np.zeros_like(originals[0])
+        rows.append(np.concatenate(top + [blank] * pad, 1))
+        rows.append(np.concatenate(bottom + [blank] * pad, 1))
+    grid = np.concatenate(rows, 0)
+    if scale > 1:
+        grid = cv2.resize(grid, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data.tobytes())

@@ -1,0 +1,295 @@
+"""`privacy-anon train`: one stage of training in a run directory.
+
+A run directory holds:
+- `config.yaml`: the resolved config of the run;
+- `checkpoints/`: `tf.train.Checkpoint`s (M, D, A, their optimizers, the step), the newest
+  few kept; a run started again in the same directory resumes from the newest one;
+- `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
+- at the end, `modifier.keras`, `classifier.keras` (and `detector/` for joint/finetune) and
+  `metrics.json` (last training metrics and held-out face metrics).
+
+Stages (see `privacy_gan.py`): "classifier" pre-trains D; "adversarial" plays M against D
+(pre-training D first when no `classifier_checkpoint` is given); "joint" adds A on video
+frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from privacy_anon.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceData:
+    """Training and held-out faces with their alignment matrices."""
+
+    train: object  # FaceSet
+    holdout: object
+    train_align: np.ndarray
+    holdout_align: np.ndarray
+
+
+def prepare_faces(cfg) -> FaceData:
+    """Loads `cfg.data.faces`, splits it per identity, computes D's alignment matrices."""
+    from privacy_anon.data.faces import alignment_matrices, load_faces
+
+    faces = load_faces(cfg, seed=cfg.data.seed)
+    train, holdout = faces.split(cfg.data.holdout_fraction, seed=cfg.data.seed)
+    h, w = cfg.classifier.input_height, cfg.classifier.input_width
+    crop = tuple(cfg.data.canonical_crop)
+    return FaceData(train, holdout, alignment_matrices(train, h, w, crop),
+                    alignment_matrices(holdout, h, w, crop))
+
+
+def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> dict:
+    """Held-out metrics: D's accuracy on originals and on M(f), and the SSIM of M(f) to f."""
+    from skimage.metrics import structural_similarity
+
+    from privacy_anon.training.callbacks import modify_uint8
+
+    modified = modify_uint8(modifier, faces.images, batch_size)
+    acc_orig = classifier_accuracy(classifier, faces.images, align, faces.labels, batch_size)
+    acc_mod = classifier_accuracy(classifier, modified, align, faces.labels, batch_size)
+    ssim = [structural_similarity(a, b, channel_axis=-1) for a, b in zip(faces.images, modified)]
+    return {"d_accuracy_original": acc_orig, "d_accuracy_modified": acc_mod,
+            "ssim_modified": float(np.mean(ssim)), "num_faces": int(len(faces))}
+
+
+def classifier_accuracy(classifier, images_uint8, align, labels, batch_size: int = 64) -> float:
+    """Top-1 identity accuracy of D on uint8 faces (aligned with `align`)."""
+    from privacy_anon.faces import geometry
+
+    h, w = classifier.input_height, classifier.input_width
+    correct = 0
+    for i in range(0, len(images_uint8), batch_size):
+        x = images_uint8[i:i + batch_size].astype(np.float32) / 127.5 - 1.0
+        aligned = geometry.align_faces(x, align[i:i + batch_size], h, w)
+        logits = classifier.head(classifier(aligned, training=False))
+        correct += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i:i + batch_size]))
+    return correct / max(1, len(images_uint8))
+
+
+def load_keras_part(path: str | os.PathLike, name: str):
+    """A `.keras` file, or `<run dir>/<name>.keras`."""
+    import keras
+
+    from privacy_anon.models import face_classifier, modifier  # noqa: F401  (registers classes)
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / f"{name}.keras"
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected a .keras file or a run directory "
+                         f"with {name}.keras)")
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as exc:  # corrupt or foreign file
+        raise InputError(f"{path}: not a readable {name} model ({type(exc).__name__}: {exc})") from None
+
+
+def save_keras(model, path: Path) -> None:
+    """Saves a `.keras` file through a temporary name, so no half file is left."""
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _adam(lr: float, cfg):
+    import keras
+
+    return keras.optimizers.Adam(lr, beta_1=cfg.train.beta1, beta_2=cfg.train.beta2)
+
+
+def _action_data(cfg, split: str):
+    """The action frames named by `cfg.data.actions` / `actions_format`."""
+    from privacy_anon.data import actions
+
+    fmt, root = cfg.data.actions_format, cfg.data.actions
+    boxes = None
+    if cfg.data.face_boxes:
+        from privacy_anon.data.face_boxes import load_face_boxes
+
+        boxes = load_face_boxes(cfg.data.face_boxes, cfg.data.actions_frames or root)
+    if fmt == "synthetic":
+        size = (cfg.detector.image_height, cfg.detector.image_width)
+        seed = cfg.data.seed + (0 if split == "train" else 1)
+        return actions.synthetic_actions(cfg.data.synthetic_frames, size,
+                                         cfg.detector.num_classes - 1, seed)
+    if fmt == "jhmdb":
+        return actions.read_jhmdb(root, split=split, face_boxes=boxes)
+    if fmt == "daly":
+        return actions.read_daly(root, cfg.data.actions_frames, split=split, face_boxes=boxes)
+    if fmt == "csv":
+        return actions.read_csv(root, (cfg.detector.image_height, cfg.detector.image_width),
+                                face_boxes=boxes)
+    raise InputError(f"data.actions_format: unknown format {fmt!r} "
+                     "(expected synthetic, jhmdb, daly or csv)")
+
+
+def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int):
+    """The `fit` input: face batches, zipped with frame batches for joint / finetune."""
+    import tensorflow as tf
+
+    from privacy_anon.data.actions import make_dataset as frame_dataset
+    from privacy_anon.data.faces import make_face_dataset
+
+    face_ds = make_face_dataset(faces.train, faces.train_align, global_batch,
+                                seed=shuffle_seed, augment=True)
+    if stage not in ("joint", "finetune"):
+        return face_ds, None
+    data = _action_data(cfg, "train")
+    frames = frame_dataset(data, cfg.train.frame_batch_size,
+                           (cfg.detector.image_height, cfg.detector.image_width),
+                           seed=shuffle_seed, repeat=True)
+
+    def merge(f, v):
+        return {**f, "frames": v["images"], "face_boxes": v["face_boxes"],
+                "num_faces": v["num_faces"], "boxes": v["boxes"], "classes": v["classes"]}
+
+    return tf.data.Dataset.zip((face_ds, frames)).map(merge), data
+
+
+def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
+          classifier_checkpoint: str | None = None, init_run: str | None = None,
+          strategy=None, verbose: int | str = "auto") -> dict:
+    """Runs one training stage in `out` (resuming if it holds checkpoints); returns metrics.
+
+    Args:
+        cfg: resolved `Config`.
+        stage: "classifier", "adversarial", "joint" or "finetune".
+        out: the run directory.
+        steps: total steps of this stage (default from the config).
+        classifier_checkpoint: D to start from (`.keras` or run directory); for
+            "adversarial"/"joint" without it, D is pre-trained first in `out/classifier`.
+        init_run: a run directory to take M (and D, A) from, e.g. a joint run for "finetune".
+        strategy: a `tf.distribute` strategy (default: the current one).
+        verbose: Keras `fit` verbosity (progress bar when interactive).
+    """
+    import keras
+    import tensorflow as tf
+
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training import callbacks as cb
+    from privacy_anon.training.privacy_gan import STAGES, PrivacyGAN
+
+    if stage not in STAGES:
+        raise InputError(f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
+    if stage == "finetune" and not init_run:
+        raise InputError("--stage finetune needs the joint run to fine-tune (--init-run DIR)")
+    out = Path(out)
+    started = time.time()
+    strategy = strategy or tf.distribute.get_strategy()
+    keras.utils.set_random_seed(cfg.train.seed)
+    faces = prepare_faces(cfg)  # bad data fails here, before anything is written
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
+        print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
+              file=sys.stderr)
+        train(cfg, "classifier", out / "classifier", strategy=strategy, verbose=verbose)
+        classifier_checkpoint = str(out / "classifier")
+
+    t = cfg.train
+    if steps is None:
+        steps = {"classifier": t.classifier_steps, "finetune": t.finetune_steps}.get(
+            stage, t.epochs * t.steps_per_epoch)
+    if steps < 1:
+        raise InputError(f"--steps must be >= 1, received {steps}")
+    chunk = max(1, min(t.checkpoint_every, steps))
+    chunks = math.ceil(steps / chunk)
+    steps = chunks * chunk  # whole chunks: every epoch end is a checkpoint
+
+    with strategy.scope():
+        modifier = build_modifier(cfg.modifier)
+        classifier = build_classifier(cfg.classifier, faces.train.num_identities)
+        if init_run:
+            modifier.set_weights(load_keras_part(init_run, "modifier").get_weights())
+        d_source = classifier_checkpoint or init_run
+        if d_source and stage != "classifier":
+            loaded = load_keras_part(d_source, "classifier")
+            if loaded.num_classes != classifier.num_classes:
+                raise InputError(f"{d_source}: D knows {loaded.num_classes} identities, the "
+                                 f"face data has {classifier.num_classes}")
+            classifier.set_weights(loaded.get_weights())
+        detector = None
+        if stage in ("joint", "finetune"):
+            from privacy_anon.models.action_detector import ActionDetector
+
+            detector = ActionDetector(cfg.detector)
+            if init_run and (Path(init_run) / "detector").is_dir():
+                detector.load_checkpoint(tf.train.latest_checkpoint(Path(init_run) / "detector"))
+        rates = {"m": t.lr_modifier, "d": t.classifier_lr if stage == "classifier" else t.lr_classifier,
+                 "a": t.lr_detector}
+        opts = {"m": _adam(rates["m"], cfg) if stage in ("adversarial", "joint") else None,
+                "d": _adam(rates["d"], cfg) if stage in ("classifier", "adversarial", "joint") else None,
+                "a": _adam(rates["a"], cfg) if detector is not None else None}
+        gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
+                         adv_weight=t.adv_weight, random_label=t.random_label,
+                         adv_loss=t.adv_loss, adv_cap=t.adv_cap,
+                         face_enlarge=cfg.face_detection.enlarge)
+        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"])
+        gan.build_optimizers()
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        items = {"step": step, "modifier": modifier, "classifier": classifier}
+        items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
+        if detector is not None:
+            items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
+        ckpt = tf.train.Checkpoint(**items)
+    manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
+    if manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
+    done = int(step.numpy())
+    if done % chunk:
+        raise InputError(f"{out}: checkpoint at step {done} is not a multiple of "
+                         f"train.checkpoint_every={chunk}; resume with the run's config.yaml")
+
+    replicas = strategy.num_replicas_in_sync
+    batch = t.face_batch_size
+    if batch % replicas:
+        raise InputError(f"train.face_batch_size={batch} must be divisible by the "
+                         f"{replicas} replicas")
+    # A resumed run reshuffles with another seed instead of replaying the first batches.
+    ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done)
+    ds = strategy.experimental_distribute_dataset(ds) if replicas > 1 else ds
+
+    history = cb.HistoryLogger(out / "history.jsonl", chunk)
+    callbacks = [
+        cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
+                            t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
+                            chunk),
+        history,
+        cb.CheckpointSaver(manager, step, chunk),
+    ]
+    if stage in ("adversarial", "joint"):
+        callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], out / "samples", chunk))
+    if done < steps:
+        gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
+                callbacks=callbacks, verbose=verbose, shuffle=False)
+
+    save_keras(modifier, out / "modifier.keras")
+    save_keras(classifier, out / "classifier.keras")
+    if detector is not None:
+        tf.train.Checkpoint(**detector.checkpoint_items()).write(str(out / "detector" / "ckpt"))
+    metrics = {"stage": stage, "steps": steps, "train": history.last,
+               "minutes": round((time.time() - started) / 60, 2)}
+    metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
+    if stage == "classifier":
+        for key in ("d_accuracy_modified", "ssim_modified"):
+            metrics.pop(key)
+    from privacy_anon.io_utils import atomic_write_json
+
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics

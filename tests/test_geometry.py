@@ -1,0 +1,72 @@
+import numpy as np
+import tensorflow as tf
+
+from privacy_anon.config import get_preset
+from privacy_anon.faces import geometry
+from privacy_anon.models.face_classifier import build_classifier
+from privacy_anon.models.modifier import build_modifier
+
+
+def _landmark_image(points, size=128):
+    """An image with a distinct bright dot at each landmark."""
+    img = np.full((size, size, 3), -1.0, np.float32)
+    for k, (x, y) in enumerate(points):
+        yy, xx = np.mgrid[0:size, 0:size]
+        blob = np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
+        img[..., k % 3] = np.maximum(img[..., k % 3], -1 + 2 * blob)
+    return img
+
+
+def test_landmarks_land_on_the_template_within_one_pixel():
+    rng = np.random.default_rng(0)
+    h, w = 112, 96
+    template = geometry.template_landmarks(h, w)
+    for _ in range(5):
+        angle, scale = rng.uniform(-0.4, 0.4), rng.uniform(0.7, 1.1)
+        rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        points = (template - [48, 56]) @ rot.T * scale + [64 + rng.uniform(-8, 8), 64 + rng.uniform(-8, 8)]
+        matrix = geometry.alignment_matrix(points[None].astype(np.float32), h, w)
+        # The matrix maps output (template) pixels to input pixels: check both directions.
+        mapped = (np.concatenate([template, np.ones((5, 1))], 1) @ np.asarray(matrix[0]).T)
+        np.testing.assert_allclose(mapped, points, atol=1.0)
+        # And on pixels: each landmark's dot peaks at its template position after warping.
+        aligned = np.asarray(geometry.align_faces(_landmark_image(points)[None], matrix, h, w))[0]
+        for k, (tx, ty) in enumerate(template[:3]):
+            channel = aligned[..., k % 3]
+            y, x = np.unravel_index(np.argmax(channel), channel.shape)
+            assert abs(x - tx) <= 1.0 and abs(y - ty) <= 1.0
+
+
+def test_gradient_of_d_loss_reaches_m_through_alignment():
+    cfg = get_preset("tiny")
+    m = build_modifier(cfg.modifier)
+    m.head.kernel.assign(tf.random.normal(m.head.kernel.shape, stddev=0.01))
+    d = build_classifier(cfg.classifier, 5)
+    faces = tf.random.uniform((2, 64, 64, 3), -1, 1)
+    points = np.tile(geometry.template_landmarks(64, 64 * 96 / 112)[None] + [5, 0], (2, 1, 1))
+    align = geometry.alignment_matrix(points.astype(np.float32), 56, 48)
+    labels = tf.constant([1, 3])
+    with tf.GradientTape() as tape:
+        aligned = geometry.align_faces(m(faces), align, 56, 48)
+        emb = d(aligned)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(
+            labels, d.head.margin_logits(emb, labels), from_logits=True))
+    grads = tape.gradient(loss, m.trainable_variables)
+    assert all(g is not None for g in grads)
+    assert max(float(tf.reduce_max(tf.abs(g))) for g in grads) > 0
+
+
+def test_modify_frames_changes_only_the_enlarged_face_box():
+    frames = tf.random.uniform((2, 96, 128, 3), -1, 1, seed=1)
+    boxes = tf.constant([[[40, 30, 60, 50], [0, 0, 0, 0]], [[10, 10, 30, 34], [80, 40, 100, 70]]],
+                        tf.float32)
+    num = tf.constant([1, 2])
+    out = geometry.modify_frames(frames, boxes, num, lambda x: -x, crop_size=32, enlarge=1.6)
+    diff = np.any(np.abs(np.asarray(out) - np.asarray(frames)) > 1e-6, axis=-1)
+    big = np.asarray(geometry.enlarge_boxes(boxes, 1.6, 96, 128))
+    for b in range(2):
+        inside = np.zeros((96, 128), bool)
+        for (x1, y1, x2, y2) in big[b][: int(num[b])]:
+            inside[int(np.floor(y1)):int(np.ceil(y2)) + 1, int(np.floor(x1)):int(np.ceil(x2)) + 1] = True
+        assert not diff[b][~inside].any(), "pixels outside the enlarged boxes changed"
+        assert diff[b][inside].mean() > 0.5

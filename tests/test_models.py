@@ -1,0 +1,76 @@
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from privacy_anon.config import get_preset
+from privacy_anon.models.face_classifier import FaceClassifier, MarginHead, build_classifier
+from privacy_anon.models.modifier import FaceModifier, build_modifier
+
+
+def test_modifier_shapes_and_validation():
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1)
+    m.build()
+    assert m(np.zeros((2, 32, 32, 3), np.float32)).shape == (2, 32, 32, 3)
+    out = np.asarray(m(np.random.uniform(-1, 1, (1, 32, 32, 3)).astype(np.float32)))
+    assert out.min() >= -1 and out.max() <= 1
+    with pytest.raises(ValueError, match="input_size=30"):
+        FaceModifier(input_size=30)
+    with pytest.raises(ValueError, match="output_mode"):
+        FaceModifier(output_mode="sigmoid")
+
+
+def test_residual_modifier_starts_as_identity():
+    m = build_modifier(get_preset("tiny").modifier)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m(x)), x, atol=1e-6)
+
+
+def test_paper_sized_models_build():
+    cfg = get_preset("paper")
+    d = build_classifier(cfg.classifier, 10)
+    # SphereFace-20: ~22.7M parameters with the 512-d embedding (21.5M + head).
+    assert 20e6 < d.count_params() < 25e6
+    assert d(np.zeros((1, 112, 96, 3), np.float32)).shape == (1, 512)
+    m = build_modifier(cfg.modifier)
+    assert len(m.blocks) == 9 and m.input_size == 256
+
+
+def test_keras_round_trip(tmp_path):
+    cfg = get_preset("tiny")
+    m = build_modifier(cfg.modifier)
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    d = build_classifier(cfg.classifier, 7)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 64, 64, 3)).astype(np.float32)
+    xa = np.random.default_rng(1).uniform(-1, 1, (2, 56, 48, 3)).astype(np.float32)
+    m.save(tmp_path / "m.keras")
+    d.save(tmp_path / "d.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    d2 = keras.saving.load_model(tmp_path / "d.keras")
+    np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m(x)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(d2.logits(xa)), np.asarray(d.logits(xa)), atol=1e-5)
+    assert isinstance(d2, FaceClassifier) and d2.num_classes == 7
+
+
+@pytest.mark.parametrize("kind,margin", [("asoftmax", 4), ("cosface", 0.35), ("arcface", 0.5)])
+def test_margin_raises_the_true_class_loss(kind, margin):
+    head = MarginHead(5, kind=kind, margin=margin, scale=16.0)
+    emb = tf.constant(np.random.default_rng(0).normal(size=(8, 16)), tf.float32)
+    head.build(emb.shape)
+    labels = tf.constant([0, 1, 2, 3, 4, 0, 1, 2])
+    if kind == "asoftmax":  # past the annealing warm-up (lambda at its minimum, 5)
+        head.iterations.assign(10**6)
+    ce = keras.losses.sparse_categorical_crossentropy
+    plain = ce(labels, head(emb), from_logits=True)
+    with_margin = ce(labels, head.margin_logits(emb, labels), from_logits=True)
+    assert np.all(np.asarray(with_margin) > np.asarray(plain) - 1e-5)
+    assert float(tf.reduce_mean(with_margin - plain)) > 0.05
+
+
+def test_asoftmax_annealing_lowers_lambda():
+    head = MarginHead(4, kind="asoftmax", margin=4)
+    head.build((None, 8))
+    first = float(head.annealing_lambda())
+    for _ in range(200):
+        head.advance()
+    assert float(head.annealing_lambda()) < first
