@@ -46,7 +46,7 @@ def test_classifier_then_adversarial_stage(tmp_path):
     for key in ("d_accuracy_original", "d_accuracy_modified", "ssim_modified"):
         assert 0 <= metrics[key] <= 1
     rows = [json.loads(l) for l in (m_run / "history.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [10, 20]
+    assert [r["step"] for r in rows] == [1, 10, 20]
     assert {"d_acc_original", "d_acc_modified", "loss_adv", "loss_l1"} <= set(rows[-1])
     assert sorted(p.name for p in (m_run / "samples").iterdir())[-1] == "step_0000020.png"
     m = keras.saving.load_model(m_run / "modifier.keras")

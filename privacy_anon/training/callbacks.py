@@ -58,17 +58,26 @@ class StepLearningRate(keras.callbacks.Callback):
 class HistoryLogger(keras.callbacks.Callback):
     """Appends one JSON line per chunk (step, seconds, metrics) to `history.jsonl`."""
 
-    def __init__(self, path: str | Path, steps_per_chunk: int):
+    def __init__(self, path: str | Path, steps_per_chunk: int, initial_step: int = 0):
         super().__init__()
         self.path = Path(path)
         self.steps_per_chunk = int(steps_per_chunk)
+        self.initial_step = int(initial_step)
         self.last = {}
         self._start = time.time()
 
+    def on_train_batch_end(self, batch, logs=None):
+        # The very first step gets a row of its own (loss_det_first and friends).
+        if self.initial_step == 0 and batch == 0:
+            self.initial_step = -1
+            self._write({"step": 1, **{k: float(v) for k, v in (logs or {}).items()}})
+
     def on_epoch_end(self, epoch, logs=None):
         self.last = {k: float(v) for k, v in (logs or {}).items()}
-        row = {"step": (epoch + 1) * self.steps_per_chunk,
-               "seconds": round(time.time() - self._start, 2), **self.last}
+        self._write({"step": (epoch + 1) * self.steps_per_chunk, **self.last})
+
+    def _write(self, row):
+        row["seconds"] = round(time.time() - self._start, 2)
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
 

@@ -15,6 +15,7 @@ frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -78,6 +79,45 @@ def classifier_accuracy(classifier, images_uint8, align, labels, batch_size: int
         logits = classifier.head(classifier(aligned, training=False))
         correct += int(np.sum(np.argmax(np.asarray(logits), -1) == labels[i:i + batch_size]))
     return correct / max(1, len(images_uint8))
+
+
+def action_metrics(cfg, modifier, detector, data, batch_size: int = 4) -> dict:
+    """Frame-mAP@0.5 of A on frames whose faces M has modified (and on the originals)."""
+    from privacy_anon.data.actions import make_dataset
+    from privacy_anon.evaluation.detection import frame_map
+    from privacy_anon.faces import geometry
+
+    size = (cfg.detector.image_height, cfg.detector.image_width)
+    ds = make_dataset(data, batch_size, size, shuffle=False, drop_remainder=False)
+    results = {}
+    for name, modify in (("modified", True), ("original", False)):
+        detections, truth = [], []
+        for batch in ds:
+            frames = batch["images"]
+            if modify:
+                frames = geometry.modify_frames(frames, batch["face_boxes"], batch["num_faces"],
+                                                modifier, modifier.input_size,
+                                                cfg.face_detection.enlarge, training=False)
+            out = {k: v.numpy() for k, v in detector.detect(frames).items()}
+            boxes, classes = batch["boxes"].numpy(), batch["classes"].numpy()
+            for i in range(len(boxes)):
+                n = int(out["num_detections"][i])
+                detections.append({"boxes": out["boxes"][i, :n], "scores": out["scores"][i, :n],
+                                   "classes": out["classes"][i, :n] - 1})  # 0-based for frame_map
+                keep = classes[i] > 0
+                truth.append({"boxes": boxes[i][keep], "classes": classes[i][keep] - 1})
+        results[name] = frame_map(detections, truth, data.class_names)
+    return {"frame_map_modified": results["modified"]["mean"],
+            "frame_map_original": results["original"]["mean"],
+            "frame_map_per_class": results["modified"]["per_class"],
+            "num_test_frames": len(data)}
+
+
+def _history(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return sorted(rows, key=lambda r: r["step"])
 
 
 def load_keras_part(path: str | os.PathLike, name: str):
@@ -229,7 +269,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
             detector = ActionDetector(cfg.detector)
             if init_run and (Path(init_run) / "detector").is_dir():
-                detector.load_checkpoint(tf.train.latest_checkpoint(Path(init_run) / "detector"))
+                detector.load_checkpoint(Path(init_run) / "detector")
         rates = {"m": t.lr_modifier, "d": t.classifier_lr if stage == "classifier" else t.lr_classifier,
                  "a": t.lr_detector}
         opts = {"m": _adam(rates["m"], cfg) if stage in ("adversarial", "joint") else None,
@@ -265,7 +305,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done)
     ds = strategy.experimental_distribute_dataset(ds) if replicas > 1 else ds
 
-    history = cb.HistoryLogger(out / "history.jsonl", chunk)
+    history = cb.HistoryLogger(out / "history.jsonl", chunk, initial_step=done)
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
@@ -283,12 +323,19 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     save_keras(classifier, out / "classifier.keras")
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(out / "detector" / "ckpt"))
-    metrics = {"stage": stage, "steps": steps, "train": history.last,
+    rows = _history(out / "history.jsonl")
+    metrics = {"stage": stage, "steps": steps, "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
     if stage == "classifier":
         for key in ("d_accuracy_modified", "ssim_modified"):
             metrics.pop(key)
+    for key in ("loss_det", "loss_adv", "loss_l1", "loss_d"):
+        if rows and key in rows[0]:
+            # first: the run's very first step; last: mean over the last checkpoint interval
+            metrics[f"{key}_first"], metrics[f"{key}_last"] = rows[0][key], rows[-1][key]
+    if detector is not None:
+        metrics.update(action_metrics(cfg, modifier, detector, _action_data(cfg, "test")))
     from privacy_anon.io_utils import atomic_write_json
 
     atomic_write_json(out / "metrics.json", metrics)
