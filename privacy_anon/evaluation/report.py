@@ -182,7 +182,8 @@ def _plot(results: dict, path: Path, with_paper: bool) -> None:
         fig.savefig(tmp, format="png")
 
 
-def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: bool = True) -> dict:
+def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: bool = True,
+                 run: dict | None = None) -> dict:
     """Writes report.json, tradeoff.png and per_class.md into `out_dir` (atomically).
 
     Args:
@@ -191,6 +192,8 @@ def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: boo
         out_dir: output folder (created).
         paper_reference: add the paper's DALY Table 1 (labelled "paper (DALY)") to the
             JSON, the table and the plot.
+        run: optional facts about the run (settings, models, timings), stored under
+            "run" in report.json.
 
     Returns:
         {"report.json": path, "tradeoff.png": path, "per_class.md": path}.
@@ -212,6 +215,8 @@ def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: boo
             "noise": "noise sigma^2 is on pixels scaled to [0, 1]",
         },
     }
+    if run:
+        report["run"] = _json_ready(run)
     if paper_reference:
         report["paper_reference"] = paper_table1()
     paths = {name: out / name for name in ("report.json", "tradeoff.png", "per_class.md")}

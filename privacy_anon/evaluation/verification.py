@@ -267,7 +267,11 @@ class Recognizer:
     """Interface: `.name` and `.embed(images) -> (N, d)` L2-normalised float32 features.
 
     `images` are RGB uint8 arrays of any size; each recognizer finds and aligns the face.
+    A recognizer with `wants_keys = True` is called as `embed(images, keys=...)`, with the
+    images' keys (e.g. to align a modified face with its original's landmarks).
     """
+
+    wants_keys = False
 
     name = "recognizer"
 
@@ -285,21 +289,29 @@ class KerasClassifierRecognizer(Recognizer):
         name: the recognizer's name in reports and cache keys.
         batch_size: images per `align_fn` / `embed` call.
         flip: concatenate the features of the mirror image (SphereFace); else only the image's.
+        keyed: `align_fn(images, keys)` also receives the images' keys (e.g. to look up
+            landmarks of the original image); `evaluate_faces` passes them to `embed`.
     """
 
     def __init__(self, model, align_fn: Callable, name: str = "D", batch_size: int = 64,
-                 flip: bool = True):
+                 flip: bool = True, keyed: bool = False):
         if not callable(getattr(model, "embed", None)):
             raise InputError(f"model {model!r} has no embed() method")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1, received batch_size={batch_size}")
         self.model, self.align_fn, self.name = model, align_fn, name
         self.batch_size, self.flip = int(batch_size), bool(flip)
+        self.wants_keys = bool(keyed)
 
-    def embed(self, images):
+    def embed(self, images, keys=None):
         out = []
         for start in range(0, len(images), self.batch_size):
-            x = np.asarray(self.align_fn(list(images[start:start + self.batch_size])), np.float32)
+            chunk = list(images[start:start + self.batch_size])
+            if self.wants_keys:
+                x = self.align_fn(chunk, None if keys is None else list(keys[start:start + self.batch_size]))
+            else:
+                x = self.align_fn(chunk)
+            x = np.asarray(x, np.float32)
             feats = [np.asarray(self.model.embed(x), np.float32)]
             if self.flip:
                 feats.append(np.asarray(self.model.embed(np.ascontiguousarray(x[:, :, ::-1, :])),
@@ -590,7 +602,10 @@ def evaluate_faces(methods, pairs: Sequence[Pair], recognizer: Recognizer, image
                 face_boxes = [_boxes_for(boxes, k) if boxes and k in boxes
                               else [[0, 0, im.shape[1], im.shape[0]]] for k, im in zip(chunk, originals)]
                 modified = baselines.anonymize_frames(originals, face_boxes, modifier, enlarge)
-            vectors = recognizer.embed(modified)
+            if getattr(recognizer, "wants_keys", False):
+                vectors = recognizer.embed(modified, keys=chunk)
+            else:
+                vectors = recognizer.embed(modified)
             flags = list(getattr(recognizer, "last_no_face", []) or [False] * len(chunk))
             if len(vectors) != len(chunk):
                 raise InputError(f"recognizer {recognizer.name!r} returned {len(vectors)} "
@@ -613,7 +628,8 @@ def evaluate_faces(methods, pairs: Sequence[Pair], recognizer: Recognizer, image
         if name == "none":
             mod = embedded("original", None, all_keys)
         else:
-            mod = embedded(name, modifier, all_keys)
+            # a learned modifier caches under its checkpoint's digest, not its report name
+            mod = embedded(getattr(modifier, "cache_key", name), modifier, all_keys)
         mod_vec = {k: v for k, (v, _) in mod.items()}
         ver = verify(pairs, mod_vec)
         reid = verify(pairs, {k: v for k, (v, _) in original.items()}, probe_embeddings=mod_vec)
