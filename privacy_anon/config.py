@@ -104,6 +104,7 @@ class DataConfig:
 
     faces: str = "synthetic"  # "synthetic" or a folder-per-identity root
     landmarks_csv: str = ""  # optional CSV of 5 landmarks per image (see data/faces.py)
+    face_crop: float = 0.0  # > 0: cut wild photos to a square of this x the landmarks' extent
     holdout_fraction: float = 0.2  # per identity, held out for evaluation
     seed: int = 0  # synthetic data and the held-out split (train.seed is for weights/shuffles)
     # synthetic identities
@@ -226,11 +227,14 @@ def tiny() -> Config:
             face_batch_size=24,
             frame_batch_size=2,
             lr_modifier=1e-3,
-            lr_classifier=1e-3,
+            # D learns 10x slower than M in the game: with equal rates D re-learns every
+            # edit M makes and M ends up wrecking the face (see benchmarks/RESULTS.md).
+            lr_classifier=1e-4,
             epochs=1,
             lr_drop_epoch=1,
-            steps_per_epoch=300,
-            lambda_l1=1.0,
+            steps_per_epoch=400,
+            lambda_l1=10.0,
+            adv_loss="nonsaturating",
             classifier_steps=300,
             classifier_lr=2e-3,
             finetune_steps=20,

@@ -85,3 +85,15 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, case):
                 "unreadable": "0.jpg", "csv_mismatch": "marks.csv"}[case]
     assert expected in lines[0]
     assert not out.exists()
+
+
+def test_face_crop_cuts_a_square_around_the_landmarks(tmp_path):
+    root = _write_folder(tmp_path / "faces", ids=2, per_id=1, size=100)
+    csv = tmp_path / "marks.csv"
+    csv.write_text("path,x1,y1,x2,y2,x3,y3,x4,y4,x5,y5\n"
+                   "person_0/0.jpg,40,40,60,40,50,50,42,60,58,60\n"
+                   "person_1/0.jpg,10,10,30,10,20,20,12,30,28,30\n")
+    faces = load_identity_folder(root, 64, csv, progress=False, face_crop=3.0)
+    # extent 20 px x 3 = 60 px square -> 64 px: landmarks centred, scaled by 64/60
+    np.testing.assert_allclose(faces.landmarks[0].mean(0), [32, 32], atol=1e-3)
+    np.testing.assert_allclose(faces.landmarks[0, 1, 0] - faces.landmarks[0, 0, 0], 20 * 64 / 60, rtol=1e-4)
