@@ -45,6 +45,9 @@ def test_classifier_then_adversarial_stage(tmp_path):
     metrics = json.loads((m_run / "metrics.json").read_text())
     for key in ("d_accuracy_original", "d_accuracy_modified", "ssim_modified"):
         assert 0 <= metrics[key] <= 1
+    # Even 20 steps of the game move M's faces away from D while keeping their structure.
+    assert metrics["d_accuracy_modified"] < metrics["d_accuracy_original"] - 0.2, metrics
+    assert metrics["ssim_modified"] > 0.3, metrics
     rows = [json.loads(l) for l in (m_run / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 10, 20]
     assert {"d_acc_original", "d_acc_modified", "loss_adv", "loss_l1"} <= set(rows[-1])

@@ -1,0 +1,22 @@
+"""The README's main job, end to end (about 4-6 minutes on 2 CPU cores)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.slow
+def test_demo_meets_its_targets(tmp_path):
+    out = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, "-m", "privacy_anon.cli", "demo", "--out", str(out)],
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["d_accuracy_original"] >= 0.8
+    assert m["d_accuracy_modified"] <= m["d_accuracy_original"] / 2
+    assert m["ssim_modified"] >= 0.3
+    for key in ("independent_accuracy_original", "independent_accuracy_modified"):
+        assert 0 <= m[key] <= 1
+    assert (out / "before_after.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
