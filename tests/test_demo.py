@@ -20,3 +20,6 @@ def test_demo_meets_its_targets(tmp_path):
     for key in ("independent_accuracy_original", "independent_accuracy_modified"):
         assert 0 <= m[key] <= 1
     assert (out / "before_after.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "bundle" / "modifier.tflite").is_file()
+    assert m["clip_frames"] == 24 and m["clip_frames_with_face"] >= 20
+    assert (out / "astronaut_anonymized.mp4").stat().st_size > 0
