@@ -105,12 +105,9 @@ def pixel_model(modifier, batch: int | None = 1):
 
 def keras_outputs(modifier, crops: np.ndarray, batch: int = 16) -> np.ndarray:
     """M's float output on uint8 crops (N, S, S, 3), rounded to uint8 pixels."""
-    outs = []
-    for i in range(0, len(crops), batch):
-        x = crops[i:i + batch].astype(np.float32) / 127.5 - 1.0
-        y = np.asarray(modifier(x, training=False))
-        outs.append(np.clip(np.rint((y + 1.0) * 127.5), 0, 255).astype(np.uint8))
-    return np.concatenate(outs) if outs else np.zeros((0,) + crops.shape[1:], np.uint8)
+    from privacy_anon.models.modifier import modify_uint8
+
+    return modify_uint8(modifier, crops, batch)
 
 
 def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray | None = None,

@@ -11,6 +11,7 @@ Pixels are float32 in [-1, 1] on both sides.
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers, ops
 
 OUTPUT_MODES = ("tanh", "residual")
@@ -193,3 +194,13 @@ def build_modifier(cfg) -> FaceModifier:
     )
     m.build()
     return m
+
+
+def modify_uint8(modifier, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """M applied to uint8 faces (N, S, S, 3), returning uint8."""
+    out = []
+    for i in range(0, len(faces), batch_size):
+        x = faces[i:i + batch_size].astype(np.float32) / 127.5 - 1.0
+        y = np.asarray(modifier(x, training=False))
+        out.append(np.clip(np.rint((y + 1.0) * 127.5), 0, 255).astype(np.uint8))
+    return np.concatenate(out) if out else faces[:0]

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from privacy_anon.io_utils import atomic_path
+from privacy_anon.models.modifier import modify_uint8
 
 
 class CheckpointSaver(keras.callbacks.Callback):
@@ -96,16 +97,6 @@ class SampleGrid(keras.callbacks.Callback):
         self.out_dir.mkdir(parents=True, exist_ok=True)
         write_grid(self.out_dir / f"step_{(epoch + 1) * self.steps_per_chunk:07d}.png",
                    self.faces, modify_uint8(self.modifier, self.faces))
-
-
-def modify_uint8(modifier, faces: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """M applied to uint8 faces (N, S, S, 3), returning uint8."""
-    out = []
-    for i in range(0, len(faces), batch_size):
-        x = faces[i:i + batch_size].astype(np.float32) / 127.5 - 1.0
-        y = np.asarray(modifier(x, training=False))
-        out.append(np.clip(np.round((y + 1.0) * 127.5), 0, 255).astype(np.uint8))
-    return np.concatenate(out) if out else faces[:0]
 
 
 def write_grid(path: str | Path, originals: np.ndarray, modified: np.ndarray,

@@ -24,7 +24,8 @@ from privacy_anon.io_utils import atomic_write_json
 def run_demo(cfg, out: str | Path, verbose: int | str = 2) -> dict:
     """Runs the demo into `out`; returns the metrics it writes."""
     from privacy_anon.training import runs
-    from privacy_anon.training.callbacks import modify_uint8, write_grid
+    from privacy_anon.models.modifier import modify_uint8
+    from privacy_anon.training.callbacks import write_grid
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

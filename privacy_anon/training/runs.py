@@ -57,7 +57,7 @@ def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> di
     """Held-out metrics: D's accuracy on originals and on M(f), and the SSIM of M(f) to f."""
     from skimage.metrics import structural_similarity
 
-    from privacy_anon.training.callbacks import modify_uint8
+    from privacy_anon.models.modifier import modify_uint8
 
     modified = modify_uint8(modifier, faces.images, batch_size)
     acc_orig = classifier_accuracy(classifier, faces.images, align, faces.labels, batch_size)
