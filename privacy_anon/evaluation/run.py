@@ -388,13 +388,12 @@ class DetectorRunner:
     """
 
     def __init__(self, cfg, class_names, checkpoint: str | None, seed: int, steps: int = 0):
+        import keras
         import tensorflow as tf
-        import tf_keras
 
         from privacy_anon.models.action_detector import ActionDetector
 
-        tf.random.set_seed(seed)
-        tf_keras.utils.set_random_seed(seed)
+        keras.utils.set_random_seed(seed)  # python, numpy and TF seeds: A's init too
         det_cfg = dataclasses.replace(cfg.detector, num_classes=len(class_names) + 1, checkpoint="")
         self.detector = ActionDetector(det_cfg, class_names)
         self.size = (det_cfg.image_height, det_cfg.image_width)
@@ -403,7 +402,9 @@ class DetectorRunner:
         if steps and not checkpoint:
             self._shorten_batch_norm_memory(steps)
         self.initial = [v.numpy() for v in self.detector.variables]
-        self.optimizer = tf_keras.optimizers.Adam(cfg.train.lr_detector)
+        # A Keras 3 optimizer updates A's tf_keras variables as in joint training;
+        # Model Garden / tf_keras stay inside models/action_detector.py.
+        self.optimizer = keras.optimizers.Adam(cfg.train.lr_detector)
         self._step = tf.function(self._train_step, reduce_retracing=True)
         self._detect = tf.function(self.detector.detect, reduce_retracing=True)
 
@@ -433,7 +434,7 @@ class DetectorRunner:
         for var, value in zip(self.detector.variables, self.initial):
             var.assign(value)
         for var in self.optimizer.variables:  # Adam's moments and step count start at zero
-            var.assign(np.zeros(var.shape, var.dtype.as_numpy_dtype))
+            var.assign(np.zeros_like(np.asarray(var)))
 
     def train(self, records, modifier, steps: int, seed: int) -> float:
         """`steps` steps on random batches of anonymized training frames; the last loss."""
