@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from privacy_anon.errors import InputError
+from privacy_anon.models.saving import load_model_file as _load_keras
+from privacy_anon.models.saving import model_file as resolve_checkpoint
 
 MODIFIER_FILE = "modifier.keras"
 CLASSIFIER_FILE = "classifier.keras"
@@ -31,40 +32,6 @@ def file_digest(path: str | os.PathLike, length: int = 12) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             sha.update(block)
     return sha.hexdigest()[:length]
-
-
-def resolve_checkpoint(path: str | os.PathLike, file_name: str, flag: str,
-                       suffixes=(".keras",)) -> Path:
-    """`path` itself if it is a model file (`suffixes`), else `path / file_name` (a run directory)."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / file_name
-        if not candidate.is_file():
-            raise InputError(f"{flag} {path}: directory has no {file_name}")
-        return candidate
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: no such file or directory")
-    if path.suffix not in suffixes:
-        raise InputError(f"{flag} {path}: expected a {' or '.join(suffixes)} file or a run "
-                         f"directory holding {file_name}")
-    return path
-
-
-def _load_keras(path: Path, expected: type, flag: str):
-    import keras
-
-    # importing the model modules registers their classes for deserialization
-    import privacy_anon.models.face_classifier  # noqa: F401
-    import privacy_anon.models.modifier  # noqa: F401
-
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises many types for a bad file
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{flag} {path}: cannot be loaded as a Keras model ({reason})") from None
-    if not isinstance(model, expected):
-        raise InputError(f"{flag} {path}: holds a {type(model).__name__}, not a {expected.__name__}")
-    return model
 
 
 # ----------------------------------------------------------------------------- M

@@ -64,6 +64,7 @@ class ExportReport:
 def load_modifier(source):
     """M from a FaceModifier, a `.keras` file, or a run directory holding `modifier.keras`."""
     from privacy_anon.models.modifier import FaceModifier
+    from privacy_anon.models.saving import load_model_file
 
     if isinstance(source, FaceModifier):
         return source
@@ -78,10 +79,7 @@ def load_modifier(source):
         path = found
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
-    try:
-        model = keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # keras raises many types for a bad archive
-        raise InputError(f"{path}: cannot load as a Keras model ({type(exc).__name__}: {exc})".split("\n")[0]) from None
+    model = load_model_file(path, keras.Model)  # a FaceModifier, or a model holding one
     if not isinstance(model, FaceModifier):
         inner = getattr(model, "modifier", None)
         if isinstance(inner, FaceModifier):

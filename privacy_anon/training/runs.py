@@ -121,21 +121,10 @@ def _history(path: Path) -> list[dict]:
 
 
 def load_keras_part(path: str | os.PathLike, name: str):
-    """A `.keras` file, or `<run dir>/<name>.keras`."""
-    import keras
+    """M ("modifier") or D ("classifier"): a `.keras` file or `<run dir>/<name>.keras`."""
+    from privacy_anon.models.saving import load_part
 
-    from privacy_anon.models import face_classifier, modifier  # noqa: F401  (registers classes)
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / f"{name}.keras"
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (expected a .keras file or a run directory "
-                         f"with {name}.keras)")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as exc:  # corrupt or foreign file
-        raise InputError(f"{path}: not a readable {name} model ({type(exc).__name__}: {exc})") from None
+    return load_part(path, name)
 
 
 def save_keras(model, path: Path) -> None:
