@@ -132,6 +132,15 @@ def write_golden(bundle_dir, out_dir) -> dict:
             "output": save(f"f{i}_out", result.image),
         })
     manifest = load_bundle(bundle_dir, check_models=False).manifest
+    # the stills as PNG (lossless) for runners that read image files, and the bundle as a .zip
+    import cv2
+    import zipfile
+
+    for i in (0, 4):
+        cv2.imwrite(str(out / f"f{i}.png"), cv2.cvtColor(golden_frames()[i], cv2.COLOR_RGB2BGR))
+    with zipfile.ZipFile(out / "bundle.zip", "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in ("bundle.json", "modifier.tflite", "face_detector.tflite"):
+            zf.write(Path(bundle_dir) / name, f"bundle/{name}")
     golden = {
         "bundle": str(Path(bundle_dir).resolve()),
         "settings": {"score_threshold": det.score_threshold, "nms_iou": det.nms_iou,
@@ -140,6 +149,8 @@ def write_golden(bundle_dir, out_dir) -> dict:
                      "smoothing": anonymizer.tracker.smoothing, "match_iou": anonymizer.tracker.match_iou,
                      "input_size": int(manifest["modifier"]["input_size"])},
         "frames": frames_meta,
+        "pngs": {"0": "f0.png", "4": "f4.png"},
+        "zip": "bundle.zip",
         "arrays": files,
         "bad_bundles": write_bad_bundles(bundle_dir, out / "bad"),
     }
