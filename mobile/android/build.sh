@@ -17,7 +17,7 @@ BUILD=${ANDROID_BUILD_DIR:-$HERE/build}
 TOOLS=$BUILD/tools
 mkdir -p "$TOOLS"
 
-log() { echo "[android] $*" >&2; }
+log() { echo "[android] $*"; }  # stdout: stderr stays for errors
 
 tools() {
     local need=()
@@ -27,6 +27,7 @@ tools() {
     [ -f /usr/share/java/junit4.jar ] || need+=(junit4)
     if [ ${#need[@]} -gt 0 ]; then
         log "apt-get install ${need[*]}"
+        apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
     fi
     if [ ! -f "$TOOLS/android.jar" ] || [ ! -f "$TOOLS/dx.jar" ]; then
