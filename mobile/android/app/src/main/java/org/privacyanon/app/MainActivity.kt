@@ -1,10 +1,21 @@
 package org.privacyanon.app
 
+import android.Manifest
 import android.app.Activity
 import android.content.ContentValues
 import android.content.Intent
 import android.graphics.Bitmap
 import android.graphics.BitmapFactory
+import android.graphics.ImageFormat
+import android.hardware.camera2.CameraCaptureSession
+import android.hardware.camera2.CameraCharacteristics
+import android.hardware.camera2.CameraDevice
+import android.hardware.camera2.CameraManager
+import android.content.pm.PackageManager
+import android.media.ImageReader
+import android.os.Environment
+import android.os.Handler
+import android.os.HandlerThread
 import android.media.MediaMetadataRetriever
 import android.net.Uri
 import android.os.Bundle as AndroidBundle
@@ -22,8 +33,8 @@ import java.io.File
 
 /**
  * The thin Android shell around the plain-Kotlin core: load and check the bundle (the one in
- * the APK's assets, or a .zip the user picks), open an image or a video, anonymize it, preview,
- * save. Only anonymized pixels are ever shown or saved: a frame the pipeline could not process
+ * the APK's assets, or a .zip the user picks), open an image or a video or the camera, anonymize,
+ * preview, save. Only anonymized pixels are ever shown or saved: a frame the pipeline could not process
  * comes back black (fail closed), and a bundle that fails its checks disables everything.
  */
 class MainActivity : Activity() {
@@ -34,13 +45,16 @@ class MainActivity : Activity() {
     private var runners: List<InterpreterRunner> = emptyList()
     private var result: Bitmap? = null
     private var resultName = "anonymized"
+    private var camera: CameraHandles? = null
 
     companion object {
         const val PICK_IMAGE = 1
         const val PICK_VIDEO = 2
         const val PICK_BUNDLE = 3
         const val MAX_SIDE = 1920 // larger photos are shrunk before processing
-        const val VIDEO_FRAMES = 60 // frames taken evenly from a picked video
+        const val VIDEO_FPS = 10 // frames per second taken from a picked video
+        const val CAMERA_PERMISSION = 4
+        const val STORAGE_PERMISSION = 5
     }
 
     override fun onCreate(state: AndroidBundle?) {
@@ -52,6 +66,7 @@ class MainActivity : Activity() {
         buttons = listOf(
             button("Open image") { pick("image/*", PICK_IMAGE) },
             button("Open video") { pick("video/*", PICK_VIDEO) },
+            button("Camera (start / stop)") { startCamera() },
             button("Save result") { save() },
         )
         val bundleButton = button("Use another bundle (.zip)") { pick("application/zip", PICK_BUNDLE) }
@@ -84,11 +99,14 @@ class MainActivity : Activity() {
             status.text = "bundle ${bundle.where}: ok (M ${s} px)"
         } catch (e: BundleException) {
             status.text = "error: ${e.message}"
+        } catch (e: Exception) { // an unreadable picked file, an interpreter that will not start
+            status.text = "error: ${e.javaClass.simpleName}: ${e.message?.lineSequence()?.first()}"
         }
         buttons.forEach { it.isEnabled = anonymizer != null }
     }
 
     private fun pick(type: String, code: Int) {
+        stopCamera() // one user of the pipeline at a time
         startActivityForResult(Intent(Intent.ACTION_OPEN_DOCUMENT).addCategory(Intent.CATEGORY_OPENABLE).setType(type), code)
     }
 
@@ -141,33 +159,122 @@ class MainActivity : Activity() {
         show(result, "${r.status}: ${r.regions.size} face region(s), ${ms} ms" + if (r.error.isEmpty()) "" else " (${r.error})")
     }
 
-    /** Frames taken evenly from the video, anonymized in order (the tracker holds faces between them). */
+    /**
+     * The video's frames at VIDEO_FPS, anonymized in order (the tracker holds faces between them),
+     * encoded into an .mp4 in the app's Movies folder (no audio). A frame that fails is black.
+     */
     private fun anonymizeVideo(uri: Uri) {
         val a = anonymizer ?: return
         val retriever = MediaMetadataRetriever()
-        retriever.setDataSource(this, uri)
-        val durationMs = retriever.extractMetadata(MediaMetadataRetriever.METADATA_KEY_DURATION)?.toLongOrNull() ?: 0L
-        val dir = File(getExternalFilesDir(null), "video-${System.currentTimeMillis()}").apply { mkdirs() }
-        a.reset()
-        var masked = 0
-        for (i in 0 until VIDEO_FRAMES) {
-            val us = durationMs * 1000 * i / VIDEO_FRAMES
-            val frame = retriever.getFrameAtTime(us, MediaMetadataRetriever.OPTION_CLOSEST) ?: continue
-            val r = a.process(toRgb(shrink(frame)))
-            if (r.status != "ok") masked++
-            val bitmap = toBitmap(r.image)
-            File(dir, "frame-%03d.jpg".format(i)).outputStream().use { bitmap.compress(Bitmap.CompressFormat.JPEG, 92, it) }
-            result = bitmap
-            show(bitmap, "frame ${i + 1}/$VIDEO_FRAMES: ${r.status}, ${r.regions.size} face region(s); $masked masked")
+        try {
+            retriever.setDataSource(this, uri)
+            val durationMs = retriever.extractMetadata(MediaMetadataRetriever.METADATA_KEY_DURATION)?.toLongOrNull() ?: 0L
+            val n = maxOf(1L, durationMs * VIDEO_FPS / 1000).toInt()
+            val target = File(getExternalFilesDir(Environment.DIRECTORY_MOVIES), "anonymized-${System.currentTimeMillis()}.mp4")
+            var writer: VideoWriter? = null
+            var masked = 0
+            a.reset()
+            try {
+                for (i in 0 until n) {
+                    val frame = retriever.getFrameAtTime(i * 1_000_000L / VIDEO_FPS, MediaMetadataRetriever.OPTION_CLOSEST)
+                        ?: continue
+                    val image = toRgb(shrink(frame, even = true))
+                    val r = a.process(image)
+                    if (r.status != "ok") masked++
+                    val w = writer ?: VideoWriter(target, image.width, image.height, VIDEO_FPS).also { writer = it }
+                    if (r.image.width == w.width && r.image.height == w.height) w.write(r.image)
+                    val bitmap = toBitmap(r.image)
+                    result = bitmap
+                    show(bitmap, "frame ${i + 1}/$n: ${r.status}, ${r.regions.size} face region(s); $masked masked")
+                }
+                writer?.finish()
+            } finally {
+                writer?.close()
+                a.reset()
+            }
+            resultName = "anonymized-${System.currentTimeMillis()}"
+            show(result, if (writer == null) "error: no frames could be read from the video" else "video: $n frames -> $target ($masked masked)")
+        } finally {
+            retriever.release()
         }
+    }
+
+    /** The back camera, live: each frame anonymized before it is shown; "Save result" keeps the last one. */
+    private fun startCamera() {
+        val a = anonymizer ?: return
+        if (checkSelfPermission(Manifest.permission.CAMERA) != PackageManager.PERMISSION_GRANTED) {
+            requestPermissions(arrayOf(Manifest.permission.CAMERA), CAMERA_PERMISSION)
+            return
+        }
+        if (camera != null) { stopCamera(); return }
+        val manager = getSystemService(CAMERA_SERVICE) as CameraManager
+        val id = manager.cameraIdList.firstOrNull {
+            manager.getCameraCharacteristics(it).get(CameraCharacteristics.LENS_FACING) == CameraCharacteristics.LENS_FACING_BACK
+        } ?: manager.cameraIdList.firstOrNull() ?: run { status.text = "error: no camera"; return }
+        val rotation = manager.getCameraCharacteristics(id).get(CameraCharacteristics.SENSOR_ORIENTATION) ?: 0
+        val thread = HandlerThread("camera").apply { start() }
+        val handler = Handler(thread.looper)
+        val reader = ImageReader.newInstance(640, 480, ImageFormat.YUV_420_888, 2)
         a.reset()
-        retriever.release()
-        resultName = "anonymized-${System.currentTimeMillis()}"
-        show(result, "video: $VIDEO_FRAMES anonymized frames in $dir ($masked masked)")
+        reader.setOnImageAvailableListener({ r ->
+            val image = r.acquireLatestImage() ?: return@setOnImageAvailableListener
+            val rgb = try { Frames.fromYuv(image, rotation) } finally { image.close() }
+            val out = a.process(rgb)  // fail closed: a failed frame is black, never the camera's
+            val bitmap = toBitmap(out.image)
+            result = bitmap
+            resultName = "camera-${System.currentTimeMillis()}"
+            show(bitmap, "camera: ${out.status}, ${out.regions.size} face region(s)")
+        }, handler)
+        manager.openCamera(id, object : CameraDevice.StateCallback() {
+            override fun onOpened(device: CameraDevice) {
+                camera = CameraHandles(device, reader, thread)
+                @Suppress("DEPRECATION")
+                device.createCaptureSession(listOf(reader.surface), object : CameraCaptureSession.StateCallback() {
+                    override fun onConfigured(session: CameraCaptureSession) {
+                        val request = device.createCaptureRequest(CameraDevice.TEMPLATE_PREVIEW).apply { addTarget(reader.surface) }
+                        session.setRepeatingRequest(request.build(), null, handler)
+                    }
+
+                    override fun onConfigureFailed(session: CameraCaptureSession) = show(null, "error: camera session failed")
+                }, handler)
+            }
+
+            override fun onDisconnected(device: CameraDevice) = stopCamera()
+            override fun onError(device: CameraDevice, error: Int) {
+                stopCamera()
+                show(null, "error: camera error $error")
+            }
+        }, handler)
+    }
+
+    private class CameraHandles(val device: CameraDevice, val reader: ImageReader, val thread: HandlerThread)
+
+    private fun stopCamera() {
+        val c = camera ?: return
+        camera = null
+        c.device.close()
+        c.reader.close()
+        c.thread.quitSafely()
+        anonymizer?.reset()
+    }
+
+    override fun onRequestPermissionsResult(requestCode: Int, permissions: Array<String>, grantResults: IntArray) {
+        if (requestCode == CAMERA_PERMISSION && grantResults.firstOrNull() == PackageManager.PERMISSION_GRANTED) startCamera()
+    }
+
+    override fun onPause() {
+        stopCamera()
+        super.onPause()
     }
 
     private fun save() {
         val bitmap = result ?: return
+        if (android.os.Build.VERSION.SDK_INT < 29 &&
+            checkSelfPermission(Manifest.permission.WRITE_EXTERNAL_STORAGE) != PackageManager.PERMISSION_GRANTED) {
+            requestPermissions(arrayOf(Manifest.permission.WRITE_EXTERNAL_STORAGE), STORAGE_PERMISSION)
+            status.text = "allow storage, then Save again"
+            return
+        }
         val values = ContentValues().apply {
             put(MediaStore.Images.Media.DISPLAY_NAME, "$resultName.png")
             put(MediaStore.Images.Media.MIME_TYPE, "image/png")
@@ -178,10 +285,13 @@ class MainActivity : Activity() {
         status.text = "saved $uri"
     }
 
-    private fun shrink(b: Bitmap): Bitmap {
+    /** At most MAX_SIDE pixels on the longer side; even sizes for the video encoder. */
+    private fun shrink(b: Bitmap, even: Boolean = false): Bitmap {
         val side = maxOf(b.width, b.height)
-        if (side <= MAX_SIDE) return b
-        return Bitmap.createScaledBitmap(b, b.width * MAX_SIDE / side, b.height * MAX_SIDE / side, true)
+        var w = if (side <= MAX_SIDE) b.width else b.width * MAX_SIDE / side
+        var h = if (side <= MAX_SIDE) b.height else b.height * MAX_SIDE / side
+        if (even) { w -= w % 2; h -= h % 2 }
+        return if (w == b.width && h == b.height) b else Bitmap.createScaledBitmap(b, maxOf(w, 2), maxOf(h, 2), true)
     }
 
     private fun toRgb(b: Bitmap): RgbImage {
