@@ -160,7 +160,8 @@ def write_golden(bundle_dir, out_dir) -> dict:
 
 def write_bad_bundles(bundle_dir, out_dir) -> list[dict]:
     """One broken copy of the bundle per check the runtime makes; each is confirmed to fail
-    `load_bundle` first. Returns `[{"name", "path", "expect": words the error must contain}]`."""
+    `load_bundle` first. Returns `[{"name", "path", "expect": words the error must contain,
+    "needs_interpreter": whether only loading the models shows the fault}]`."""
     src = Path(bundle_dir)
     out = Path(out_dir)
     shutil.rmtree(out, ignore_errors=True)
@@ -188,29 +189,37 @@ def write_bad_bundles(bundle_dir, out_dir) -> list[dict]:
         ("truncated_modifier", lambda d: (d / "modifier.tflite").write_bytes((d / "modifier.tflite").read_bytes()[:1000]),
          ["modifier.tflite", "sha256 mismatch"]),
         ("not_tflite", None, ["modifier.tflite", "not a TFLite model"]),
+        # right hashes, wrong models: only a runner that loads the models can tell
+        ("modifier_is_detector", None, ["modifier.tflite", "expected 1 input and 1 output"]),
+        ("detector_is_modifier", None, ["face_detector.tflite", "not BlazeFace full-range"]),
     ]
     result = []
     for name, damage, expect in cases:
         d = out / name
         shutil.copytree(src, d)
-        if name == "not_tflite":  # right hash, wrong content
-            junk = b"this is not a model " * 50
-            (d / "modifier.tflite").write_bytes(junk)
+        replace = {"not_tflite": ("modifier.tflite", lambda: b"this is not a model " * 50),
+                   "modifier_is_detector": ("modifier.tflite", lambda: (src / "face_detector.tflite").read_bytes()),
+                   "detector_is_modifier": ("face_detector.tflite", lambda: (src / "modifier.tflite").read_bytes())}
+        if name in replace:  # new content with its hash in bundle.json
             import hashlib
 
-            manifest_edit(lambda m: m["files"]["modifier.tflite"].update(
-                sha256=hashlib.sha256(junk).hexdigest(), bytes=len(junk)))(d)
+            target, content = replace[name]
+            data = content()
+            (d / target).write_bytes(data)
+            manifest_edit(lambda m: m["files"][target].update(sha256=hashlib.sha256(data).hexdigest(), bytes=len(data)))(d)
         else:
             damage(d)
+        models = name in ("modifier_is_detector", "detector_is_modifier")
         try:
-            load_bundle(d, check_models=False)
+            load_bundle(d, check_models=models)
         except InputError as exc:
             message = str(exc)
         else:
             raise AssertionError(f"{name}: the Python runtime accepted a broken bundle")
         missing = [w for w in expect if w not in message]
         assert not missing, f"{name}: Python's error {message!r} lacks {missing}"
-        result.append({"name": name, "path": f"bad/{name}", "expect": expect, "python_error": message})
+        result.append({"name": name, "path": f"bad/{name}", "expect": expect, "python_error": message,
+                       "needs_interpreter": models})
     return result
 
 

@@ -64,7 +64,7 @@ def test_golden_vectors_exercise_the_pipeline(golden):
     assert [len(f["detections"]) for f in frames] == [1, 1, 0, 1, 1]  # frame 2: face covered
     assert len(frames[2]["regions"]) == 1  # ... and still anonymized by the tracker
     assert all(len(f["windows"]) >= 4 for f in frames)  # whole frame, zoomed out, two tiles
-    assert len(data["bad_bundles"]) == 9
+    assert len(data["bad_bundles"]) == 11
 
 
 def test_android_core_matches_python_on_the_jvm(golden):

@@ -353,8 +353,10 @@ export class Anonymizer {
     if (detector.inputs.length !== 1 || shape(detector.inputs[0]) !== '[1,192,192,3]' || detector.outputs.length !== 2) {
       throw new BundleError(`${where}face_detector.tflite: not BlazeFace full-range (input ${shape(detector.inputs[0])})`);
     }
-    if (modifier.inputs.length !== 1 || modifier.outputs.length !== 1 || shape(modifier.inputs[0]) !== `[1,${s},${s},3]` ||
-        shape(modifier.outputs[0]) !== `[1,${s},${s},3]`) {
+    if (modifier.inputs.length !== 1 || modifier.outputs.length !== 1) {
+      throw new BundleError(`${where}modifier.tflite: expected 1 input and 1 output, got ${modifier.inputs.length} and ${modifier.outputs.length}`);
+    }
+    if (shape(modifier.inputs[0]) !== `[1,${s},${s},3]` || shape(modifier.outputs[0]) !== `[1,${s},${s},3]`) {
       throw new BundleError(`${where}modifier.tflite: wrong tensor shapes (input ${shape(modifier.inputs[0])}, expected [1, ${s}, ${s}, 3])`);
     }
     return new Anonymizer(detector, modifier, manifest);

@@ -92,6 +92,9 @@ class MainActivity : Activity() {
             if (!detector.inputShape.contentEquals(intArrayOf(1, 192, 192, 3)) || detector.outputCount != 2) {
                 throw BundleException("${bundle.where}${Bundle.DETECTOR_FILE}: not BlazeFace full-range (input ${detector.inputShape.toList()})")
             }
+            if (modifier.outputCount != 1) {
+                throw BundleException("${bundle.where}${Bundle.MODIFIER_FILE}: expected 1 input and 1 output, got 1 and ${modifier.outputCount}")
+            }
             if (!modifier.inputShape.contentEquals(intArrayOf(1, s, s, 3)) || !modifier.outputShape(0).contentEquals(intArrayOf(1, s, s, 3))) {
                 throw BundleException("${bundle.where}${Bundle.MODIFIER_FILE}: wrong tensor shapes (input ${modifier.inputShape.toList()}, expected [1, $s, $s, 3])")
             }

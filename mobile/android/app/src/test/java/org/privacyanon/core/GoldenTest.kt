@@ -134,9 +134,10 @@ class GoldenTest {
         val good = Bundle.load(File(golden["bundle"] as String))
         assertEquals((obj(golden["settings"])["input_size"] as Double).toInt(), good.inputSize)
         assertTrue(Bundle.isTflite(good.modifierModel) && Bundle.isTflite(good.detectorModel))
-        val cases = list(golden["bad_bundles"])
+        // the cases that need an interpreter (swapped models) are the app's (InterpreterRunner shapes)
+        val cases = list(golden["bad_bundles"]).map { obj(it) }.filter { it["needs_interpreter"] != true }
         assertTrue(cases.size >= 9)
-        for (c in cases.map { obj(it) }) {
+        for (c in cases) {
             val path = File(dir, c["path"] as String)
             try {
                 Bundle.load(path)
