@@ -278,6 +278,9 @@ def _add_anonymize(sub):
                    help="face-box enlargement (default: the bundle's, else 1.6)")
     p.add_argument("--min-face", type=float, default=None,
                    help="smallest face to look for, pixels (0: whole-frame detection only, fastest)")
+    p.add_argument("--max-detector-calls", type=int, default=None, metavar="N",
+                   help="face-detector calls per frame at most; larger frames then look for larger "
+                        "faces only (default 16; 0: no bound, faces from --min-face at any size)")
     p.add_argument("--hold", type=int, default=5,
                    help="frames a face lost by the detector stays anonymized")
     p.add_argument("--on-failure", choices=("mask", "drop"), default="mask",
@@ -299,7 +302,7 @@ def _run_anonymize(args) -> int:
         raise InputError(f"--threads must be >= 1, got {args.threads}")
     anonymizer = Anonymizer(args.bundle, args.method, threshold=args.threshold, enlarge=args.enlarge,
                             hold=args.hold, on_failure=args.on_failure, num_threads=args.threads,
-                            min_face_size=args.min_face)
+                            min_face_size=args.min_face, max_calls=args.max_detector_calls)
     summary = anonymizer.anonymize_path(args.inputs, args.output, codec=args.codec, quality=args.quality,
                                         boxes_json=args.boxes_json, preview=args.preview,
                                         progress=not args.no_progress, max_frames=args.max_frames)

@@ -124,6 +124,8 @@ def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray |
     import keras
     import tensorflow as tf
 
+    from privacy_anon.models.modifier import export_padding
+
     if quantize not in QUANTIZE_MODES:
         raise InputError(f"quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     with tempfile.TemporaryDirectory(prefix="privacy-anon-export-") as tmp:
@@ -135,9 +137,10 @@ def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray |
         archive = keras.export.ExportArchive()
         archive.track(model)
         size = modifier.input_size
-        archive.add_endpoint("serve", model.call,
-                             input_signature=[tf.TensorSpec([batch, size, size, 3], tf.float32, name="pixels")])
-        archive.write_out(saved, verbose=False)
+        with export_padding():  # mirror pads as slices XNNPACK runs (see export_padding)
+            archive.add_endpoint("serve", model.call,
+                                 input_signature=[tf.TensorSpec([batch, size, size, 3], tf.float32, name="pixels")])
+            archive.write_out(saved, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved)
         if quantize in ("int8", "float16", "dynamic"):
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

@@ -10,6 +10,8 @@ Pixels are float32 in [-1, 1] on both sides.
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import layers, ops
@@ -17,9 +19,41 @@ from keras import layers, ops
 OUTPUT_MODES = ("tanh", "residual")
 
 
+@contextlib.contextmanager
+def export_padding():
+    """While active, `ReflectionPad2D` traces as stride-1 slices + concatenation instead of
+    one MIRROR_PAD op: the same values, but TFLite's XNNPACK delegate has no MIRROR_PAD
+    kernel, so every mirror pad split the graph and ran on the slow built-in kernel (about
+    half of an int8 `mobile` M's time, measured in issue 13). Used by the TFLite export;
+    training keeps the single op."""
+    previous = ReflectionPad2D.by_slices
+    ReflectionPad2D.by_slices = True
+    try:
+        yield
+    finally:
+        ReflectionPad2D.by_slices = previous
+
+
+def reflect_by_slices(x, pad: int):
+    """`ops.pad(x, mode="reflect")` over H and W from 1-pixel slices and two concatenations."""
+    if pad == 0:
+        return x
+    h, w = x.shape[1], x.shape[2]
+    if h is None or w is None:  # needs static sizes; the export always has them
+        return ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="reflect")
+    rows = ([x[:, i:i + 1] for i in range(pad, 0, -1)] + [x]
+            + [x[:, h - 1 - i:h - i] for i in range(1, pad + 1)])
+    x = ops.concatenate(rows, axis=1)
+    cols = ([x[:, :, i:i + 1] for i in range(pad, 0, -1)] + [x]
+            + [x[:, :, w - 1 - i:w - i] for i in range(1, pad + 1)])
+    return ops.concatenate(cols, axis=2)
+
+
 @keras.saving.register_keras_serializable(package="privacy_anon")
 class ReflectionPad2D(layers.Layer):
     """Mirror padding of H and W (TFLite MIRROR_PAD); avoids the border artefacts of zero padding."""
+
+    by_slices = False  # set by `export_padding()`
 
     def __init__(self, pad: int, **kwargs):
         super().__init__(**kwargs)
@@ -29,6 +63,8 @@ class ReflectionPad2D(layers.Layer):
 
     def call(self, x):
         p = self.pad
+        if ReflectionPad2D.by_slices:
+            return reflect_by_slices(x, p)
         return ops.pad(x, [[0, 0], [p, p], [p, p], [0, 0]], mode="reflect")
 
     def compute_output_shape(self, shape):
@@ -60,7 +96,9 @@ class InstanceNorm(layers.Layer):
         centred = x - mean
         # centred * centred, not ops.square: SQUARE has no int8 TFLite kernel.
         var = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
-        return centred * ops.rsqrt(var + self.epsilon) * self.gamma + self.beta
+        # gamma joins the per-channel scale first: one full-size multiply less (and one
+        # int8 requantisation less) than centred * rsqrt * gamma, the same function
+        return centred * (ops.rsqrt(var + self.epsilon) * self.gamma) + self.beta
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}

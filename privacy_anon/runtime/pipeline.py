@@ -25,6 +25,10 @@ from privacy_anon.runtime.bundle import Bundle, load_bundle, quiet_native_stderr
 
 ON_FAILURE = ("mask", "drop")
 DEFAULT_HOLD = 5  # frames a lost face stays anonymized (~0.2 s at 25 fps)
+# BlazeFace calls per frame: 640x360 keeps all its 8 windows (faces from 40 px); larger
+# frames get larger tiles (1280x720: faces from ~65 px, 1080p ~95 px, 4K ~185 px) instead of
+# a cost growing with the frame's area (issue 13)
+DEFAULT_MAX_CALLS = 16
 
 
 @dataclass
@@ -75,6 +79,8 @@ class Anonymizer:
         on_failure: "mask" (write the frame fully black) or "drop" (leave it out).
         num_threads: interpreter threads (detector and M).
         min_face_size: smallest face to look for, pixels (tiles; 0: whole frame only).
+        max_calls: detector calls per frame at most (0: no bound; default: the bundle's,
+            else `DEFAULT_MAX_CALLS`); large frames then look for larger faces only.
         detector: optional callable `image -> (boxes (N, 4), scores (N,))` or `list[Face]`
             replacing BlazeFace (tests inject misses with it).
     """
@@ -82,7 +88,7 @@ class Anonymizer:
     def __init__(self, bundle=None, method=None, *, threshold: float | None = None,
                  enlarge: float | None = None, hold: int = DEFAULT_HOLD, smoothing: float = 0.5,
                  on_failure: str = "mask", num_threads: int = 2, min_face_size: float | None = None,
-                 detector=None):
+                 detector=None, max_calls: int | None = None):
         if (bundle is None) == (method is None):
             raise InputError("give either a bundle or a method (a baseline name), not both or neither")
         if on_failure not in ON_FAILURE:
@@ -91,6 +97,8 @@ class Anonymizer:
             raise InputError(f"hold must be an integer >= 0, got {hold!r}")
         if threshold is not None and not 0.0 <= threshold <= 1.0:
             raise InputError(f"threshold must be in [0, 1], got {threshold!r}")
+        if max_calls is not None and (int(max_calls) != max_calls or max_calls < 0):
+            raise InputError(f"max_calls must be an integer >= 0, got {max_calls!r}")
         if enlarge is not None and not enlarge >= 1.0:
             raise InputError(f"enlarge must be >= 1 (a face box is never shrunk), got {enlarge!r}")
         self.bundle: Bundle | None = None
@@ -105,12 +113,12 @@ class Anonymizer:
             else:
                 self.modifier = get_modifier(method)
             if detector is None:
-                detector = self._blazeface(settings, threshold, num_threads, min_face_size)
+                detector = self._blazeface(settings, threshold, num_threads, min_face_size, max_calls)
         self.detector = detector
         self.enlarge = float(enlarge if enlarge is not None else
                              (self.bundle.enlarge if self.bundle else 1.6))
 
-    def _blazeface(self, settings, threshold, num_threads, min_face_size):
+    def _blazeface(self, settings, threshold, num_threads, min_face_size, max_calls=None):
         from privacy_anon.faces.detector import BlazeFace
 
         return BlazeFace(
@@ -120,6 +128,7 @@ class Anonymizer:
             nms_iou=float(settings.get("nms_iou", 0.3)),
             min_face_size=float(min_face_size if min_face_size is not None else settings.get("min_face_size", 40)),
             zoom_out=float(settings.get("zoom_out", 2.0)),
+            max_calls=int(max_calls if max_calls is not None else settings.get("max_calls", DEFAULT_MAX_CALLS)),
         )
 
     @property

@@ -23,6 +23,7 @@ import numpy as np
 
 from privacy_anon.errors import InputError
 from privacy_anon.io_utils import atomic_path, atomic_write_bytes, atomic_write_json
+from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, prefetch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
@@ -248,8 +249,11 @@ def _video_stream(out, codec: str | None, dst: Path, width: int, height: int, ra
 
 
 def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int | None = None,
-                    preview: bool = False, progress: bool = True) -> dict:
+                    preview: bool = False, progress: bool = True, overlap: int = DEFAULT_DEPTH) -> dict:
     """Anonymizes a video file into `dst`, keeping audio, frame rate, size and timestamps.
+
+    Decoding and encoding run on their own threads, `overlap` frames ahead / behind
+    (`runtime.overlap`; 0: all in this thread, the same output).
 
     Returns:
         `{"input", "output", "type", "frames": [per-frame dicts], "fps", "written", ...}`.
@@ -286,22 +290,38 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                         raise InputError(f"{dst}: cannot copy the audio ({stream.codec_context.name}) into "
                                          f"this container ({_first_line(exc)}); try .mkv") from None
                 index = 0
-                try:
+
+                def decoded():  # on the reader thread (runtime.overlap)
                     for packet in source.demux(vin, *audio_in):
                         if packet.stream.type == "audio":
                             if packet.dts is not None and packet.stream.index in audio_map:
-                                packet.stream = audio_map[packet.stream.index]
-                                out.mux(packet)
+                                yield packet, None
                             continue
                         for frame in packet.decode():
-                            result = anonymizer.process(frame.to_ndarray(format="rgb24"))
+                            yield frame, frame.to_ndarray(format="rgb24")
+
+                def write(item):  # on the writer thread: encoding and all muxing
+                    what, image = item
+                    if image is None:
+                        what.stream = audio_map[what.stream.index]
+                        out.mux(what)
+                        return
+                    new = av.VideoFrame.from_ndarray(image, format="rgb24")
+                    new.pts, new.time_base = what.pts, what.time_base
+                    out.mux(vout.encode(new))
+
+                try:
+                    with BackgroundWriter(write, overlap) as writer:
+                        for what, image in prefetch(decoded(), overlap):
+                            if image is None:
+                                writer.put((what, None))
+                                continue
+                            result = anonymizer.process(image)
                             counts[result.status] += 1
                             frames_log.append(result.to_dict(index))
                             index += 1
                             if result.image is not None:
-                                new = av.VideoFrame.from_ndarray(result.image, format="rgb24")
-                                new.pts, new.time_base = frame.pts, frame.time_base
-                                out.mux(vout.encode(new))
+                                writer.put((what, result.image))
                                 if preview:
                                     _show(result.image)
                             if bar is not None:
