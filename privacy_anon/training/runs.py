@@ -15,6 +15,7 @@ frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,18 +40,46 @@ class FaceData:
     holdout: object
     train_align: np.ndarray
     holdout_align: np.ndarray
+    strangers: object = None  # FaceSet of whole identities held out (data.holdout_identities)
 
 
 def prepare_faces(cfg) -> FaceData:
-    """Loads `cfg.data.faces`, splits it per identity, computes D's alignment matrices."""
+    """Loads `cfg.data.faces`, sets whole identities apart (`data.holdout_identities`), splits
+    the rest per identity into training and held-out photos, computes D's alignment matrices."""
     from privacy_anon.data.faces import alignment_matrices, load_faces
 
     faces = load_faces(cfg, seed=cfg.data.seed)
+    faces, strangers = faces.split_identities(cfg.data.holdout_identities, seed=cfg.data.seed)
     train, holdout = faces.split(cfg.data.holdout_fraction, seed=cfg.data.seed)
     h, w = cfg.classifier.input_height, cfg.classifier.input_width
     crop = tuple(cfg.data.canonical_crop)
     return FaceData(train, holdout, alignment_matrices(train, h, w, crop),
-                    alignment_matrices(holdout, h, w, crop))
+                    alignment_matrices(holdout, h, w, crop),
+                    strangers if len(strangers) else None)
+
+
+def find_faces(cfg, out: Path):
+    """Wild photos without a landmarks CSV: detect faces and landmarks once into `out/faces`
+    (BlazeFace, resumable: a rerun skips what is cached) and train on them.
+
+    Only for a face crop (`data.face_crop` > 0, the `mobile` preset): whole-image folders
+    such as CASIA-WebFace and LFW are face crops already."""
+    if cfg.data.faces == "synthetic" or cfg.data.landmarks_csv or cfg.data.face_crop <= 0:
+        return cfg
+    from privacy_anon.data.face_boxes import detect_faces_in_dataset
+    from privacy_anon.data.faces import list_identity_folder
+    from privacy_anon.faces.detector import FaceDetector
+
+    list_identity_folder(cfg.data.faces)  # a bad folder fails before anything is written
+    cache = out / "faces"
+    csv = cache / "landmarks.csv"
+    print(f"finding faces in {cfg.data.faces} (cached in {cache})", file=sys.stderr)
+    detector = FaceDetector(cfg.face_detection, use_mtcnn=False, num_threads=2)
+    detect_faces_in_dataset(cfg.data.faces, "folders", cache, detector, landmarks_csv=csv,
+                            progress=sys.stderr.isatty(),
+                            log=lambda line: print(line, file=sys.stderr))
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, landmarks_csv=str(csv)))
+    return cfg
 
 
 def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> dict:
@@ -191,7 +220,7 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
 
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | None = None, init_run: str | None = None,
-          strategy=None, verbose: int | str = "auto") -> dict:
+          strategy=None, verbose: int | str = "auto", release: bool = True) -> dict:
     """Runs one training stage in `out` (resuming if it holds checkpoints); returns metrics.
 
     Args:
@@ -204,6 +233,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         init_run: a run directory to take M (and D, A) from, e.g. a joint run for "finetune".
         strategy: a `tf.distribute` strategy (default: the current one).
         verbose: Keras `fit` verbosity (progress bar when interactive).
+        release: after an adversarial run on photos, export `out/bundle` (int8) and measure
+            it on the held-out identities (training/release.py).
     """
     import keras
     import tensorflow as tf
@@ -221,9 +252,15 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     started = time.time()
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(cfg.train.seed)
+    cfg = find_faces(cfg, out)
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    if faces.strangers is not None:
+        from privacy_anon.io_utils import atomic_write_text
+
+        atomic_write_text(out / "heldout_identities.txt",
+                          "".join(f"{name}\n" for name in faces.strangers.identities))
     if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
         print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
               file=sys.stderr)
@@ -267,6 +304,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
                          adv_weight=t.adv_weight, random_label=t.random_label,
                          adv_loss=t.adv_loss, adv_cap=t.adv_cap,
+                         lambda_identity=t.lambda_identity, identity_margin=t.identity_margin,
+                         lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
                          face_enlarge=cfg.face_detection.enlarge)
         gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"])
         gan.build_optimizers()
@@ -325,6 +364,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             metrics[f"{key}_first"], metrics[f"{key}_last"] = rows[0][key], rows[-1][key]
     if detector is not None:
         metrics.update(action_metrics(cfg, modifier, detector, _action_data(cfg, "test")))
+    if stage == "adversarial" and cfg.data.faces != "synthetic" and release:
+        from privacy_anon.training.release import release as hand_over
+
+        metrics.update(hand_over(cfg, out, modifier, faces))
     from privacy_anon.io_utils import atomic_write_json
 
     atomic_write_json(out / "metrics.json", metrics)
