@@ -66,20 +66,25 @@ def find_faces(cfg, out: Path):
     such as CASIA-WebFace and LFW are face crops already."""
     if cfg.data.faces == "synthetic" or cfg.data.landmarks_csv or cfg.data.face_crop <= 0:
         return cfg
-    from privacy_anon.data.face_boxes import detect_faces_in_dataset
     from privacy_anon.data.faces import list_identity_folder
-    from privacy_anon.faces.detector import FaceDetector
 
     list_identity_folder(cfg.data.faces)  # a bad folder fails before anything is written
-    cache = out / "faces"
-    csv = cache / "landmarks.csv"
+    csv = face_cache(cfg, out / "faces") / "landmarks.csv"
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, landmarks_csv=str(csv)))
+
+
+def face_cache(cfg, cache: Path) -> Path:
+    """The face-box cache of the photo folder `cfg.data.faces` in `cache` (BlazeFace with
+    landmarks estimated from its keypoints; resumable), as `detect-faces --no-mtcnn` makes."""
+    from privacy_anon.data.face_boxes import detect_faces_in_dataset
+    from privacy_anon.faces.detector import FaceDetector
+
     print(f"finding faces in {cfg.data.faces} (cached in {cache})", file=sys.stderr)
     detector = FaceDetector(cfg.face_detection, use_mtcnn=False, num_threads=2)
-    detect_faces_in_dataset(cfg.data.faces, "folders", cache, detector, landmarks_csv=csv,
-                            progress=sys.stderr.isatty(),
+    detect_faces_in_dataset(cfg.data.faces, "folders", cache, detector,
+                            landmarks_csv=cache / "landmarks.csv", progress=sys.stderr.isatty(),
                             log=lambda line: print(line, file=sys.stderr))
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, landmarks_csv=str(csv)))
-    return cfg
+    return cache
 
 
 def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> dict:
