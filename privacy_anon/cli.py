@@ -159,7 +159,7 @@ def _add_evaluate(sub):
     _common_config_args(p)
     p.add_argument("--methods", required=True,
                    help="comma-separated: none, blur8, blur16, blur24, mask, noise0.1, noise0.3, "
-                        "noise0.5, superpixel, edge, learned")
+                        "noise0.5, superpixel, edge, learned (and bundle, for the yardstick)")
     p.add_argument("--out", required=True, help="output folder for the report")
     p.add_argument("--faces", help="'synthetic' or a folder-per-identity root (LFW)")
     p.add_argument("--pairs", help="LFW pairs.txt (default: 10 folds generated from the identities)")
@@ -171,8 +171,8 @@ def _add_evaluate(sub):
                    help="d: the face classifier D; dlib: an independent recognizer (eval extra)")
     p.add_argument("--classifier", help="D: a .keras FaceClassifier or a run directory holding "
                                         "classifier.keras (synthetic faces: trained if absent)")
-    p.add_argument("--modifier", help="for 'learned': a .keras FaceModifier or a run directory "
-                                      "holding modifier.keras")
+    p.add_argument("--modifier", help="for 'learned': a .keras FaceModifier, a run directory "
+                                      "holding modifier.keras, or a .tflite M")
     p.add_argument("--actions", help="'synthetic', a JHMDB root, DALY frames folder or action CSV")
     p.add_argument("--actions-format", choices=("synthetic", "jhmdb", "daly", "csv"),
                    help="layout of --actions (default: synthetic for --actions synthetic)")
@@ -186,6 +186,16 @@ def _add_evaluate(sub):
     p.add_argument("--cache", help="folder for embedding caches (reused across runs)")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's Table 1 rows")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    y = p.add_argument_group("the yardstick (--faces DIR --faces-boxes CACHE --recognizer dlib)")
+    y.add_argument("--identities", metavar="FILE",
+                   help="only these identity folders (one name per line), e.g. RUN/heldout_identities.txt")
+    y.add_argument("--max-photos", type=int, default=None, metavar="N",
+                   help="a deterministic subset of N photos spread over the identities (default: all)")
+    y.add_argument("--bundle", metavar="PATH",
+                   help="for method 'bundle': an exported bundle run through the runtime on the whole photo")
+    y.add_argument("--attacker", choices=("box", "hog"), default="box",
+                   help="box: dlib embeds the modified photo at the original's face rectangle; "
+                        "hog: dlib's HOG detector looks for the face in the modified photo")
 
 
 def _run_evaluate(args) -> int:
@@ -199,7 +209,9 @@ def _run_evaluate(args) -> int:
                       actions_format=args.actions_format, daly_annotations=args.daly_annotations,
                       face_boxes=args.face_boxes, detector=args.detector,
                       detector_steps=args.detector_steps, workers=args.workers, cache=args.cache,
-                      paper_reference=not args.no_paper, progress=args.progress)
+                      paper_reference=not args.no_paper, progress=args.progress,
+                      identities=args.identities, max_photos=args.max_photos, bundle=args.bundle,
+                      attacker=args.attacker)
     paths = run_evaluation(cfg, req)
     for name, path in paths.items():
         print(f"{name}: {path}")
