@@ -52,6 +52,9 @@ def _add_train(sub):
                    help="D weights to start from (a .keras file or a --stage classifier run directory)")
     p.add_argument("--init-run", default=None, metavar="DIR",
                    help="take M, D (and A) from this run directory, e.g. a joint run for finetune")
+    p.add_argument("--no-export", action="store_true",
+                   help="adversarial runs on photos: skip the int8 bundle (RUN/bundle) and its "
+                        "yardstick on the held-out identities (RUN/yardstick)")
     p.add_argument("--mirrored", action="store_true",
                    help="train under tf.distribute.MirroredStrategy over all visible devices")
     p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics")
@@ -75,7 +78,7 @@ def _run_train(args) -> int:
         strategy = tf.distribute.MirroredStrategy()
     metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
                          classifier_checkpoint=args.classifier_checkpoint,
-                         init_run=args.init_run, strategy=strategy)
+                         init_run=args.init_run, strategy=strategy, release=not args.no_export)
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     print(" ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return 0
