@@ -130,6 +130,20 @@ def test_second_run_reads_the_cache(measures, photo_set, tmp_path):
         assert again[m]["face_found"] == results[m]["face_found"]
 
 
+def test_the_runtime_path_finds_its_own_faces(photo_set, tmp_path):
+    """A runtime Anonymizer (here with a baseline, as a bundle's M would be) on whole photos:
+    its own BlazeFace finds the faces, so the masked boxes are the faces MTCNN no longer sees."""
+    from privacy_anon.runtime import Anonymizer
+
+    root, cache = photo_set
+    results = Y.run_yardstick(root, cache, None, ["none", Anonymizer(method="mask")], tmp_path,
+                              max_photos=8, workers=1, progress=False)
+    runtime = results["runtime-mask"]
+    assert runtime["face_box_modified"] >= 0.85  # the runtime's region covers the face's centre
+    assert runtime["face_found"] <= 0.15 < results["none"]["face_found"]
+    assert runtime["ssim"] < 0.2
+
+
 def test_attacker_at_the_original_box_embeds_where_hog_finds_nothing(photo_set):
     from privacy_anon import baselines
     from privacy_anon.data.face_boxes import load_face_boxes
@@ -243,3 +257,26 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, photo_set, tmp_path, case,
     lines = io.err.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], io.err
     assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_learned_m_is_cached_by_its_weights():
+    from privacy_anon.evaluation.models import KerasModifier
+    from privacy_anon.models.modifier import FaceModifier
+
+    def model(seed):
+        import keras
+
+        keras.utils.set_random_seed(seed)
+        m = FaceModifier(input_size=16, filters=2, num_blocks=0)
+        m.build()
+        return m
+
+    a, a_again, b = model(0), model(0), model(1)
+    keys = [m.cache_key for m in Y.resolve_methods([KerasModifier(a)]) +
+            Y.resolve_methods(["learned"], modifier=a_again) + Y.resolve_methods([b])]
+    assert keys[0] == keys[1] != keys[2]  # same weights, same key; a FaceModifier is wrapped
+    assert [m.name for m in Y.resolve_methods([b])] == ["learned"]
+    with pytest.raises(InputError, match="method list names blur8 more than once"):
+        Y.resolve_methods("blur8,mask,blur8")
+    with pytest.raises(InputError, match="unknown face modifier 'blurr8'"):
+        Y.resolve_methods("none,blurr8")

@@ -231,11 +231,12 @@ class RuntimeMethod:
 
     Args:
         anonymizer: a bundle folder / .zip path, or an `Anonymizer`.
-        name: the method name in reports.
+        name: the method name in reports (default: "bundle"; for an Anonymizer running a
+            baseline, "runtime-<baseline>").
         num_threads: interpreter threads when a path is given.
     """
 
-    def __init__(self, anonymizer, name: str = "bundle", num_threads: int = 2):
+    def __init__(self, anonymizer, name: str | None = None, num_threads: int = 2):
         from privacy_anon.runtime.pipeline import Anonymizer
 
         key = None
@@ -243,6 +244,7 @@ class RuntimeMethod:
             anonymizer = Anonymizer(str(anonymizer), num_threads=num_threads)
         if not isinstance(anonymizer, Anonymizer):
             raise InputError(f"not a bundle path or runtime Anonymizer: {anonymizer!r}")
+        name = name or ("bundle" if anonymizer.bundle is not None else f"runtime-{anonymizer.name}")
         if anonymizer.bundle is not None:
             files = anonymizer.bundle.manifest.get("files", {})
             stamp = repr((sorted((k, v.get("sha256")) for k, v in files.items()),
@@ -278,7 +280,8 @@ def resolve_methods(methods, enlarge: float = baselines.ENLARGE, seed: int = 0,
     Args:
         methods: a comma-separated string or a sequence of: baseline names; 'learned'
             (with `modifier`: a checkpoint path or a modifier object); 'bundle' (with
-            `bundle`: a bundle path); a bundle folder / .zip path; modifier objects;
+            `bundle`: a bundle path); a bundle folder / .zip path; modifier objects
+            (`KerasModifier`, `TFLiteModifier`) or a `FaceModifier` model (named "learned");
             `runtime.Anonymizer`, `CropMethod` or `RuntimeMethod` objects.
         enlarge: face-box enlargement for crop methods.
         seed: seed of the random baselines.
@@ -318,8 +321,17 @@ def resolve_methods(methods, enlarge: float = baselines.ENLARGE, seed: int = 0,
                 from privacy_anon.evaluation.models import load_modifier
 
                 out.append(CropMethod(load_modifier(modifier), enlarge, seed))
+            elif not baselines.is_modifier(modifier):
+                from privacy_anon.evaluation.models import KerasModifier
+
+                out.append(CropMethod(KerasModifier(modifier), enlarge, seed))
             else:
                 out.append(CropMethod(modifier, enlarge, seed))
+        elif not isinstance(m, (str, Path)) and not baselines.is_modifier(m) and \
+                isinstance(getattr(m, "input_size", None), int):
+            from privacy_anon.evaluation.models import KerasModifier
+
+            out.append(CropMethod(KerasModifier(m), enlarge, seed))  # a FaceModifier model itself
         elif isinstance(m, (str, Path)) and _looks_like_bundle(m):
             taken = {x.name for x in out}
             out.append(RuntimeMethod(m, name="bundle" if "bundle" not in taken else f"bundle-{Path(m).stem}"))
@@ -383,17 +395,24 @@ class _Measurer:
     def __init__(self, photos, root: Path, cache_dir: Path | None, attacker: str, workers: int,
                  metrics_enlarge: float, progress: bool):
         from privacy_anon.evaluation.verification import DlibRecognizer, EmbeddingCache
-        from privacy_anon.faces.detector import MtcnnVerifier
 
         self.photos, self.root = photos, root
         self.cache = EmbeddingCache(cache_dir)
         self.attacker, self.metrics_enlarge, self.progress = attacker, metrics_enlarge, progress
         self.dlib = DlibRecognizer(workers=workers)
         self.dlib_slot = f"dlib-{attacker}"
-        # 96 px crops (faces ~48 px): landmarks within ~2% of the inter-ocular distance of
-        # 128 px crops' at half the time; mtcnn 1.0 finds nothing in 160 px crops here
-        self.mtcnn = MtcnnVerifier(crop_scale=2.0, crop_size=96, match_iou=FACE_IOU)
+        self._mtcnn_verifier = None  # built on first use: a fully cached run needs no TensorFlow
         self.timings: dict[str, float] = {}
+
+    @property
+    def mtcnn(self):
+        from privacy_anon.faces.detector import MtcnnVerifier
+
+        if self._mtcnn_verifier is None:
+            # 96 px crops (faces ~48 px): landmarks within ~2% of the inter-ocular distance of
+            # 128 px crops' at half the time; mtcnn 1.0 finds nothing in 160 px crops here
+            self._mtcnn_verifier = MtcnnVerifier(crop_scale=2.0, crop_size=96, match_iou=FACE_IOU)
+        return self._mtcnn_verifier
 
     def close(self):
         self.dlib.close()
