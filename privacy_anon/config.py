@@ -149,6 +149,9 @@ class TrainConfig:
     identity_margin: float = 0.0  # ... no push once the cosine is at or below this
     lambda_color: float = 0.0  # chroma (YCbCr Cb, Cr) of M(f) kept: no colour patterns
     lambda_lowpass: float = 0.0  # M(f) - f averaged over 1/16-side cells kept near 0: light, pose
+    lambda_realism: float = 0.0  # a PatchGAN critic R (models/realism.py) must take M(f) for real
+    critic_filters: int = 16
+    lr_critic: float = 2e-4
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

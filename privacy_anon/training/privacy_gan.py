@@ -68,7 +68,8 @@ class PrivacyGAN(keras.Model):
                  face_enlarge: float = 1.6, det_weight: float = 1.0, adv_loss: str = "ascent",
                  adv_cap: float = 0.0, lambda_identity: float = 0.0,
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
-                 lambda_lowpass: float = 0.0, **kwargs):
+                 lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -78,7 +79,8 @@ class PrivacyGAN(keras.Model):
             raise ValueError(f"`adv_loss` must be one of {ADV_LOSSES}, received {adv_loss!r}")
         weights = {"lambda_l1": lambda_l1, "adv_weight": adv_weight, "det_weight": det_weight,
                    "adv_cap": adv_cap, "lambda_identity": lambda_identity,
-                   "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass}
+                   "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
+                   "lambda_realism": lambda_realism}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
@@ -99,21 +101,27 @@ class PrivacyGAN(keras.Model):
         self.identity_margin = float(identity_margin)
         self.lambda_color = float(lambda_color)
         self.lambda_lowpass = float(lambda_lowpass)
+        if lambda_realism > 0 and critic is None:
+            raise ValueError(f"lambda_realism={lambda_realism} needs a realism critic")
+        self.critic = critic
+        self.lambda_realism = float(lambda_realism)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                            "d_acc_original", "d_acc_modified"),
-            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color", "loss_det",
-                      "d_acc_original", "d_acc_modified"),
+                            "loss_realism", "loss_critic", "d_acc_original", "d_acc_modified"),
+            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
+                      "loss_realism", "loss_critic", "loss_det", "d_acc_original",
+                      "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
     # -- keras plumbing ---------------------------------------------------------------
 
-    def compile(self, m_optimizer=None, d_optimizer=None, a_optimizer=None, **kwargs):
+    def compile(self, m_optimizer=None, d_optimizer=None, a_optimizer=None, r_optimizer=None,
+                **kwargs):
         """Optimizers for M, D and A; the ones a stage does not use may be None.
 
         M's optimizer goes to `super().compile` so `self.optimizer` is the one that steps
@@ -131,6 +139,9 @@ class PrivacyGAN(keras.Model):
         self.m_optimizer = m_optimizer
         self.d_optimizer = d_optimizer
         self.a_optimizer = a_optimizer
+        self.r_optimizer = r_optimizer
+        if self.critic is not None and r_optimizer is None and self.stage in ("adversarial", "joint"):
+            raise ValueError("a realism critic needs its optimizer (r_optimizer)")
 
     def build_optimizers(self):
         """Creates the optimizers' slots now (call inside `strategy.scope()` before `fit`)."""
@@ -138,6 +149,8 @@ class PrivacyGAN(keras.Model):
                  (self.d_optimizer, self.classifier.trainable_variables)]
         if self.detector is not None:
             pairs.append((self.a_optimizer, self.detector.trainable_variables))
+        if self.critic is not None:
+            pairs.append((self.r_optimizer, self.critic.trainable_variables))
         for opt, variables in pairs:
             if opt is not None and not opt.built:
                 opt.build(variables)
@@ -167,6 +180,7 @@ class PrivacyGAN(keras.Model):
             "identity_margin": self.identity_margin,
             "lambda_color": self.lambda_color,
             "lambda_lowpass": self.lambda_lowpass,
+            "lambda_realism": self.lambda_realism,
         }
 
     @classmethod
@@ -262,6 +276,20 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_d"].update_state(tf.reduce_mean(ce_mod + ce_orig))
         self.trackers["d_acc_original"].update_state(correct_orig)
         self.trackers["d_acc_modified"].update_state(correct_mod)
+        if self.critic is not None:
+            self._critic_step(faces, modified)
+
+    def _critic_step(self, faces, modified):
+        """R learns real photos (logit > 0) from M's faces (< 0), per patch."""
+        with tf.GradientTape() as tape:
+            real = self.critic(faces, training=True)
+            fake = self.critic(modified, training=True)
+            per_face = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3])
+                        + tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
+            loss = self._global_mean(per_face)
+        variables = self.critic.trainable_variables
+        self.r_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.trackers["loss_critic"].update_state(tf.reduce_mean(per_face))
 
     def _identity_term(self, modified, faces, align):
         """Per-face hinge on the cosine between D's embeddings of M(f) and f.
@@ -305,6 +333,12 @@ class PrivacyGAN(keras.Model):
             if self.lambda_color > 0 or self.lambda_lowpass > 0:
                 color, lowpass = self._color_terms(modified, faces)
                 per_face += self.lambda_color * color + self.lambda_lowpass * lowpass
+            realism = tf.zeros_like(l1)
+            if self.lambda_realism > 0:
+                # non-saturating: M wants R to call its patches real
+                realism = tf.reduce_mean(tf.nn.softplus(-self.critic(modified, training=False)),
+                                         axis=[1, 2, 3])
+                per_face += self.lambda_realism * realism
             loss = self._global_mean(per_face)
             if frames_data is not None:
                 det = self._det_loss(self._modified_frames(frames_data, training=True), frames_data)
@@ -320,6 +354,7 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_l1"].update_state(tf.reduce_mean(l1))
         self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))
         self.trackers["loss_color"].update_state(tf.reduce_mean(color))
+        self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

@@ -306,19 +306,30 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         opts = {"m": _adam(rates["m"], cfg) if stage in ("adversarial", "joint") else None,
                 "d": _adam(rates["d"], cfg) if stage in ("classifier", "adversarial", "joint") else None,
                 "a": _adam(rates["a"], cfg) if detector is not None else None}
+        critic = None
+        if t.lambda_realism > 0 and stage in ("adversarial", "joint"):
+            from privacy_anon.models.realism import PatchCritic
+
+            critic = PatchCritic(t.critic_filters, name="critic")
+            critic(np.zeros((1, cfg.modifier.input_size, cfg.modifier.input_size, 3), np.float32))
+            opts["r"], rates["r"] = _adam(t.lr_critic, cfg), t.lr_critic
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
                          adv_weight=t.adv_weight, random_label=t.random_label,
                          adv_loss=t.adv_loss, adv_cap=t.adv_cap,
                          lambda_identity=t.lambda_identity, identity_margin=t.identity_margin,
                          lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
+                         critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
                          face_enlarge=cfg.face_detection.enlarge)
-        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"])
+        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"],
+                    r_optimizer=opts.get("r"))
         gan.build_optimizers()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         items = {"step": step, "modifier": modifier, "classifier": classifier}
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
+        if critic is not None:
+            items["critic"] = critic
         ckpt = tf.train.Checkpoint(**items)
     manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
     if manager.latest_checkpoint:
