@@ -35,8 +35,9 @@ def release(cfg, out: Path, modifier, faces) -> dict:
                          "ssim_vs_keras": round(report.ssim, 4),
                          "modifier_bytes": report.modifier_bytes}}
     held = out / "heldout_identities.txt"
-    if faces.strangers is None or not held.is_file():
-        result["yardstick"] = {"skipped": "no identities held out (data.holdout_identities = 0)"}
+    if faces.strangers is None or faces.strangers.num_identities < 2 or not held.is_file():
+        result["yardstick"] = {"skipped": "fewer than 2 identities held out whole "
+                                          "(data.holdout_identities): no pairs to re-identify"}
         return result
     if importlib.util.find_spec("dlib") is None:  # the attacker comes with the eval extra
         result["yardstick"] = {"skipped": "dlib is not installed: pip install 'privacy-anon[eval]'"}
