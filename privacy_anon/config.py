@@ -277,9 +277,9 @@ def mobile() -> Config:
     cfg.data = DataConfig(face_crop=3.5, holdout_identities=0.2)
     cfg.train = dataclasses.replace(
         cfg.train, face_batch_size=32, lr_modifier=1e-3, lr_classifier=1e-4, epochs=1,
-        lr_drop_epoch=1, steps_per_epoch=300, lambda_l1=5.0, adv_loss="nonsaturating",
-        lambda_identity=2.0, identity_margin=0.0, lambda_color=20.0, lambda_lowpass=10.0,
-        classifier_steps=1500, classifier_lr=2e-3, checkpoint_every=50)
+        lr_drop_epoch=1, steps_per_epoch=300, lambda_l1=10.0, adv_loss="nonsaturating",
+        lambda_identity=1.0, identity_margin=0.0, lambda_color=20.0, lambda_lowpass=10.0,
+        lambda_realism=2.0, classifier_steps=1500, classifier_lr=2e-3, checkpoint_every=50)
     return cfg
 
 
