@@ -52,6 +52,9 @@ def _add_train(sub):
                    help="D weights to start from (a .keras file or a --stage classifier run directory)")
     p.add_argument("--init-run", default=None, metavar="DIR",
                    help="take M, D (and A) from this run directory, e.g. a joint run for finetune")
+    p.add_argument("--no-export", action="store_true",
+                   help="adversarial runs on photos: skip the int8 bundle (RUN/bundle) and its "
+                        "yardstick on the held-out identities (RUN/yardstick)")
     p.add_argument("--mirrored", action="store_true",
                    help="train under tf.distribute.MirroredStrategy over all visible devices")
     p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics")
@@ -75,7 +78,7 @@ def _run_train(args) -> int:
         strategy = tf.distribute.MirroredStrategy()
     metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
                          classifier_checkpoint=args.classifier_checkpoint,
-                         init_run=args.init_run, strategy=strategy)
+                         init_run=args.init_run, strategy=strategy, release=not args.no_export)
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     print(" ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return 0
@@ -159,7 +162,7 @@ def _add_evaluate(sub):
     _common_config_args(p)
     p.add_argument("--methods", required=True,
                    help="comma-separated: none, blur8, blur16, blur24, mask, noise0.1, noise0.3, "
-                        "noise0.5, superpixel, edge, learned")
+                        "noise0.5, superpixel, edge, learned (and bundle, for the yardstick)")
     p.add_argument("--out", required=True, help="output folder for the report")
     p.add_argument("--faces", help="'synthetic' or a folder-per-identity root (LFW)")
     p.add_argument("--pairs", help="LFW pairs.txt (default: 10 folds generated from the identities)")
@@ -171,8 +174,8 @@ def _add_evaluate(sub):
                    help="d: the face classifier D; dlib: an independent recognizer (eval extra)")
     p.add_argument("--classifier", help="D: a .keras FaceClassifier or a run directory holding "
                                         "classifier.keras (synthetic faces: trained if absent)")
-    p.add_argument("--modifier", help="for 'learned': a .keras FaceModifier or a run directory "
-                                      "holding modifier.keras")
+    p.add_argument("--modifier", help="for 'learned': a .keras FaceModifier, a run directory "
+                                      "holding modifier.keras, or a .tflite M")
     p.add_argument("--actions", help="'synthetic', a JHMDB root, DALY frames folder or action CSV")
     p.add_argument("--actions-format", choices=("synthetic", "jhmdb", "daly", "csv"),
                    help="layout of --actions (default: synthetic for --actions synthetic)")
@@ -186,6 +189,16 @@ def _add_evaluate(sub):
     p.add_argument("--cache", help="folder for embedding caches (reused across runs)")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's Table 1 rows")
     p.add_argument("--progress", action="store_true", help="show progress bars")
+    y = p.add_argument_group("the yardstick (--faces DIR --faces-boxes CACHE --recognizer dlib)")
+    y.add_argument("--identities", metavar="FILE",
+                   help="only these identity folders (one name per line), e.g. RUN/heldout_identities.txt")
+    y.add_argument("--max-photos", type=int, default=None, metavar="N",
+                   help="a deterministic subset of N photos spread over the identities (default: all)")
+    y.add_argument("--bundle", metavar="PATH",
+                   help="for method 'bundle': an exported bundle run through the runtime on the whole photo")
+    y.add_argument("--attacker", choices=("box", "hog"), default="box",
+                   help="box: dlib embeds the modified photo at the original's face rectangle; "
+                        "hog: dlib's HOG detector looks for the face in the modified photo")
 
 
 def _run_evaluate(args) -> int:
@@ -199,7 +212,9 @@ def _run_evaluate(args) -> int:
                       actions_format=args.actions_format, daly_annotations=args.daly_annotations,
                       face_boxes=args.face_boxes, detector=args.detector,
                       detector_steps=args.detector_steps, workers=args.workers, cache=args.cache,
-                      paper_reference=not args.no_paper, progress=args.progress)
+                      paper_reference=not args.no_paper, progress=args.progress,
+                      identities=args.identities, max_photos=args.max_photos, bundle=args.bundle,
+                      attacker=args.attacker)
     paths = run_evaluation(cfg, req)
     for name, path in paths.items():
         print(f"{name}: {path}")

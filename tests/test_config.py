@@ -29,3 +29,16 @@ def test_yaml_overrides_and_resolved_config(tmp_path):
 def test_unknown_override_key_is_an_error():
     with pytest.raises(ConfigError, match="lambda_l2"):
         apply_overrides(get_preset("tiny"), {"train": {"lambda_l2": 1.0}})
+
+
+def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
+    mobile, paper = get_preset("mobile"), get_preset("paper")
+    assert mobile.modifier.output_mode == "residual" and mobile.modifier.input_size == 128
+    assert mobile.train.adv_loss == "nonsaturating"
+    assert mobile.train.lr_classifier < mobile.train.lr_modifier
+    assert mobile.train.lambda_identity > 0 and mobile.train.lambda_color > 0
+    assert mobile.data.holdout_identities > 0 and mobile.data.face_crop > 0
+    # the paper's settings, untouched: ascent, small lambda, equal rates, no extra terms
+    assert paper.train.adv_loss == "ascent" and paper.train.lambda_l1 == 0.1
+    assert paper.train.lr_modifier == paper.train.lr_classifier
+    assert (paper.train.lambda_identity, paper.train.lambda_color, paper.train.lambda_lowpass) == (0, 0, 0)

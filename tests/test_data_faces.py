@@ -97,3 +97,23 @@ def test_face_crop_cuts_a_square_around_the_landmarks(tmp_path):
     # extent 20 px x 3 = 60 px square -> 64 px: landmarks centred, scaled by 64/60
     np.testing.assert_allclose(faces.landmarks[0].mean(0), [32, 32], atol=1e-3)
     np.testing.assert_allclose(faces.landmarks[0, 1, 0] - faces.landmarks[0, 0, 0], 20 * 64 / 60, rtol=1e-4)
+
+
+def test_whole_identities_held_out_are_never_in_training():
+    faces = synthetic_faces(10, 4, 32, seed=1)
+    train, strangers = faces.split_identities(0.3, seed=2)
+    assert strangers.num_identities == 3 and train.num_identities == 7
+    assert not set(train.identities) & set(strangers.identities)
+    # each part is relabelled over its own people, and the pixels follow their names
+    assert set(train.labels) == set(range(7)) and set(strangers.labels) == {0, 1, 2}
+    for part in (train, strangers):
+        for label, name in enumerate(part.identities):
+            original = faces.identities.index(name)
+            np.testing.assert_array_equal(part.images[part.labels == label],
+                                          faces.images[faces.labels == original])
+    again, _ = faces.split_identities(0.3, seed=2)
+    assert again.identities == train.identities
+    same, none = faces.split_identities(0.0)
+    assert same.num_identities == 10 and len(none) == 0
+    with pytest.raises(DataError, match="holdout_identities"):
+        faces.split_identities(1.0)

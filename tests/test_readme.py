@@ -207,6 +207,7 @@ def test_readme_commands_run(tmp_path, monkeypatch, request):
     assert (tmp_path / "cache" / "casia" / "landmarks.csv").is_file()
     assert (tmp_path / "report" / "tradeoff.png").is_file()
     assert (tmp_path / "bundle" / "modifier.tflite").is_file()
+    assert (tmp_path / "yardstick" / "privacy_plane.png").is_file()
     for name in ("clip-anon.mp4", "clip-blur.mp4"):
         assert (tmp_path / name).stat().st_size > 0
     if slow:

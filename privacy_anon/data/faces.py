@@ -60,6 +60,28 @@ class FaceSet:
             train += list(idx[n_held:])
         return self.subset(sorted(train)), self.subset(sorted(held))
 
+    def split_identities(self, fraction: float, seed: int = 0) -> tuple["FaceSet", "FaceSet"]:
+        """Whole identities apart: `fraction` of the people (at least one when > 0) go to the
+        second set, for a yardstick on strangers. Each set is relabelled 0..K-1 over its own
+        identities, so D's classes are only the people it trains on."""
+        if not 0.0 <= fraction < 1.0:
+            raise DataError(f"data.holdout_identities must be in [0, 1), got {fraction}")
+        n = self.num_identities
+        held = set()
+        if fraction > 0:
+            k = min(n - 1, max(1, int(round(n * fraction))))
+            held = set(np.random.default_rng([seed, 23]).choice(n, k, replace=False).tolist())
+        return (self._keep_identities([i for i in range(n) if i not in held]),
+                self._keep_identities(sorted(held)))
+
+    def _keep_identities(self, labels) -> "FaceSet":
+        index = np.flatnonzero(np.isin(self.labels, labels))
+        remap = np.full(self.num_identities, -1, np.int32)
+        remap[np.asarray(labels, np.int64)] = np.arange(len(labels), dtype=np.int32)
+        part = self.subset(index)
+        return FaceSet(part.images, remap[part.labels], part.landmarks,
+                       [self.identities[i] for i in labels], part.paths)
+
 
 # ----------------------------------------------------------------------------- folders
 

@@ -5,6 +5,12 @@
     actions = evaluate_actions(["none", "blur8", "mask"], samples, detect_fn, class_names)
     write_report(merge_results(faces, actions), "eval-out")
 
+The yardstick on real photos (dlib re-identification with the attacker at the original face
+box, MTCNN "still a face", SSIM/PSNR, saturation added, landmark shift; privacy_plane.png):
+
+    from privacy_anon.evaluation.yardstick import run_yardstick
+    run_yardstick(photos_root, boxes_cache, "heldout_identities.txt", ["none", "blur8"], "out")
+
 No TensorFlow is imported here; recognizers wrapping D receive the model from the caller.
 """
 

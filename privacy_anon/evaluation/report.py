@@ -224,3 +224,115 @@ def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: boo
     _plot(results, paths["tradeoff.png"], paper_reference)
     atomic_write_text(paths["per_class.md"], _per_class_md(results, paper_reference))
     return {k: str(v) for k, v in paths.items()}
+
+
+# ----------------------------------------------------------------------------- yardstick
+
+YARDSTICK_NOTES = {
+    "reid_accuracy": "dlib, k-fold, original photo (gallery) vs modified photo (probe); 0.5 is chance",
+    "verification_accuracy": "dlib, k-fold, both photos modified",
+    "face_found": "fraction of modified photos where MTCNN finds a face with IoU >= 0.3 to the face box",
+    "ssim": "SSIM inside the face box, original vs modified",
+    "psnr": "PSNR (dB) inside the face box, capped at 100 for identical boxes",
+    "saturation_added": "mean HSV saturation (0-255) in the face box, modified minus original",
+    "landmark_shift_iod": "mean distance of MTCNN's 5 landmarks, modified vs original, / inter-ocular distance",
+}
+
+
+def _yardstick_md(results: dict, run: dict | None) -> str:
+    facts = (run or {}).get("yardstick", {})
+    lines = ["# Yardstick", ""]
+    if facts:
+        lines += [f"{facts.get('num_photos')} photos of {facts.get('identities')} identities "
+                  f"({facts.get('identities_source')}), {facts.get('num_pairs')} pairs; attacker: "
+                  f"dlib {'at the original face rectangle' if facts.get('attacker') == 'box' else 'with its HOG detector'}; "
+                  f"MTCNN finds the face in {_pct(facts.get('face_found_original'), 1)}% of the originals.", ""]
+    lines += ["| method | re-id % | verification % | still a face % | SSIM | PSNR dB | "
+              "saturation added | landmark shift / IOD |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    num = lambda v, d: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    for m, v in results.items():
+        lines.append(f"| {m} | {_pct(v.get('reid_accuracy'), 1)} | {_pct(v.get('verification_accuracy'), 1)}"
+                     f" | {_pct(v.get('face_found'), 1)} | {num(v.get('ssim'), 3)} | {num(v.get('psnr'), 1)}"
+                     f" | {num(v.get('saturation_added'), 1)} | {num(v.get('landmark_shift_iod'), 3)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _privacy_plane(results: dict, path: Path) -> None:
+    import matplotlib
+    import matplotlib.patches
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 5.0), dpi=120)
+    ax = fig.add_subplot(1, 1, 1)
+    colors = matplotlib.colormaps["tab10"]
+    # issue 10's goal: re-identification <= 55% with a face still found in >= 97%
+    ax.add_patch(matplotlib.patches.Rectangle((40, 97), 15, 5, color="0.9", zorder=0))
+    ax.text(40.5, 95.5, "goal", fontsize=7, color="0.4", va="top")
+    ax.axvline(50, color="0.6", lw=0.8, ls="--")
+    ax.text(50.5, 50, "chance", fontsize=7, color="0.4", rotation=90)
+    for i, (m, v) in enumerate(results.items()):
+        x, y = 100 * v["reid_accuracy"], 100 * v["face_found"]
+        ax.plot([x], [y], "o", color=colors(i % 10), ms=8, label=m)
+        ax.annotate(m, (x, y), xytext=(5, 4), textcoords="offset points", fontsize=8)
+    ax.set_xlim(40, 102)
+    ax.set_ylim(-2, 102)
+    ax.set_xlabel("re-identification accuracy (%), dlib, original vs modified  [lower: more private]")
+    ax.set_ylabel("still a face (%), MTCNN at the face box  [higher: more useful]")
+    ax.set_title("The privacy plane: top-left is better")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def _before_after(examples: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    columns = [k for k in examples if k != "keys"]
+    rows = len(examples.get("original", []))
+    fig = Figure(figsize=(1.6 * len(columns), 1.7 * max(rows, 1)), dpi=110)
+    for r in range(rows):
+        for c, name in enumerate(columns):
+            ax = fig.add_subplot(max(rows, 1), len(columns), r * len(columns) + c + 1)
+            ax.imshow(examples[name][r])
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+
+
+def write_yardstick_report(results: dict, out_dir: str | os.PathLike, run: dict | None = None,
+                           examples: dict | None = None) -> dict:
+    """Writes report.json, privacy_plane.png, yardstick.md and (with `examples`)
+    before_after.png into `out_dir` (atomically).
+
+    Args:
+        results: {method: the yardstick's figures (`evaluation.yardstick.summarize`)}.
+        run: facts about the run, stored under "run" in report.json.
+        examples: {"original": [crops], method: [crops], ...} for before_after.png.
+
+    Returns:
+        {file name: path}.
+    """
+    if not results:
+        raise InputError("no results to report: the method list was empty")
+    for method, values in results.items():
+        missing = [k for k in ("reid_accuracy", "face_found") if k not in values]
+        if missing:
+            raise InputError(f"results for method {method!r} lack {', '.join(missing)}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"methods": _json_ready(results), "notes": dict(YARDSTICK_NOTES)}
+    if run:
+        report["run"] = _json_ready(run)
+    paths = {name: out / name for name in ("report.json", "privacy_plane.png", "yardstick.md")}
+    atomic_write_json(paths["report.json"], report)
+    _privacy_plane(results, paths["privacy_plane.png"])
+    atomic_write_text(paths["yardstick.md"], _yardstick_md(results, run))
+    if examples:
+        paths["before_after.png"] = out / "before_after.png"
+        _before_after(examples, paths["before_after.png"])
+    return {k: str(v) for k, v in paths.items()}

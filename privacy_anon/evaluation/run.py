@@ -64,6 +64,11 @@ class EvalRequest:
     paper_reference: bool = True
     progress: bool = False
     timings: dict = field(default_factory=dict)
+    # the yardstick (folder faces + face boxes + dlib; see evaluation/yardstick.py)
+    identities: str | None = None  # file of identity folder names to keep
+    max_photos: int | None = None
+    bundle: str | None = None  # the exported bundle, for method 'bundle'
+    attacker: str = "box"  # dlib at the original face rectangle, or "hog"
 
 
 # ----------------------------------------------------------------------------- methods
@@ -519,6 +524,35 @@ def evaluate_action_methods(req: EvalRequest, cfg, methods: list, seed: int) -> 
 # ----------------------------------------------------------------------------- run
 
 
+def uses_yardstick(req: EvalRequest) -> bool:
+    """Folder faces with a face-box cache, attacked by dlib: the yardstick's report."""
+    return bool(req.faces and req.faces != "synthetic" and req.faces_boxes
+                and req.recognizer == "dlib" and not req.pairs)
+
+
+def run_yardstick_request(cfg, req: EvalRequest) -> dict:
+    """`evaluate` as the yardstick (evaluation/yardstick.py); returns {file name: path}."""
+    from privacy_anon.evaluation.report import write_yardstick_report
+    from privacy_anon.evaluation.yardstick import measure_methods
+
+    if req.actions:
+        raise InputError("--actions cannot be combined with the yardstick (--faces DIR --faces-boxes "
+                         "CACHE --recognizer dlib): evaluate actions in a separate run")
+    if req.max_photos is not None and req.max_photos < 2:
+        raise InputError(f"--max-photos must be >= 2, got {req.max_photos}")
+    seed = cfg.train.seed
+    results, facts, examples = measure_methods(
+        req.faces, req.faces_boxes, req.identities, req.methods, req.max_photos, req.workers,
+        seed, req.progress, Path(req.cache or Path(req.out) / "cache"), req.attacker,
+        bundle=req.bundle, modifier=req.modifier)
+    run = {"preset": cfg.name, "seed": seed, "methods": facts["methods"], "yardstick": facts}
+    if req.modifier:
+        run["modifier"] = req.modifier
+    if req.bundle:
+        run["bundle"] = req.bundle
+    return write_yardstick_report(results, req.out, run=run, examples=examples)
+
+
 def run_evaluation(cfg, req: EvalRequest) -> dict:
     """Evaluates every method and writes the report; returns {file name: path}.
 
@@ -533,6 +567,13 @@ def run_evaluation(cfg, req: EvalRequest) -> dict:
         raise InputError(f"--workers must be >= 1, got {req.workers}")
     if req.pairs and not req.faces:
         raise InputError("--pairs needs --faces (the images it names)")
+    if uses_yardstick(req):
+        return run_yardstick_request(cfg, req)
+    extra = [flag for flag, value in (("--identities", req.identities), ("--max-photos", req.max_photos),
+                                      ("--bundle", req.bundle)) if value is not None]
+    if extra or req.attacker != "box":
+        raise InputError(f"{(extra or ['--attacker'])[0]} is for the yardstick: give --faces DIR "
+                         "--faces-boxes CACHE --recognizer dlib (and no --pairs)")
     seed = cfg.train.seed
     start = time.perf_counter()
     methods = resolve_methods(req.methods, req.modifier)

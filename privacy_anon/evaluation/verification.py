@@ -36,6 +36,7 @@ import numpy as np
 from privacy_anon.errors import DataError, InputError
 
 LFW_PATTERN = "{name}/{name}_{num:04d}.jpg"
+HOG_MATCH_IOU = 0.3  # a HOG face must overlap the given face box this much to be that face
 
 
 # ----------------------------------------------------------------------------- pairs
@@ -352,21 +353,50 @@ class _DlibModels:
         self.upsample, self.padding, self.jitters = upsample, padding, jitters
         self.retry_upsample = retry_upsample
 
-    def embed_one(self, image: np.ndarray) -> tuple[np.ndarray, bool]:
+    def embed_one(self, image: np.ndarray, box=None, detect: bool = True):
+        """(descriptor, no face found, the rectangle used as [x1, y1, x2, y2]).
+
+        detect: run the HOG detector and take the face that overlaps `box` most (with no
+            `box`: the face nearest the image centre; LFW and face crops put the subject
+            there). With no face found, `box` (else the whole image) is the face rectangle.
+        detect=False: embed the face at `box` as given (an attacker told where the face is).
+        """
         import dlib
 
         image = np.ascontiguousarray(image)
         h, w = image.shape[:2]
-        rects = list(self.detector(image, self.upsample))
-        if not rects and self.retry_upsample:
-            rects = list(self.detector(image, self.retry_upsample))
-        if rects:  # the face nearest the centre: LFW and face crops put the subject there
+        rects = []
+        if detect:
+            rects = list(self.detector(image, self.upsample))
+            if not rects and self.retry_upsample:
+                rects = list(self.detector(image, self.retry_upsample))
+        rect = None
+        if rects and box is not None:
+            found = np.array([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], np.float64)
+            overlap = _iou(np.asarray(box, np.float64), found)
+            if overlap.max() >= HOG_MATCH_IOU:
+                rect = rects[int(np.argmax(overlap))]
+            else:
+                rects = []  # HOG found someone else: the face at `box` was not found
+        elif rects:
             rect = min(rects, key=lambda r: (r.center().x - w / 2) ** 2 + (r.center().y - h / 2) ** 2)
-        else:  # no face found: the whole image is the face box
-            rect = dlib.rectangle(0, 0, w - 1, h - 1)
+        if rect is None:
+            x1, y1, x2, y2 = (np.asarray(box, np.float64) if box is not None
+                              else np.array([0, 0, w - 1, h - 1], np.float64))
+            rect = dlib.rectangle(int(round(x1)), int(round(y1)), int(round(x2)), int(round(y2)))
         shape = self.predictor(image, rect)
         vec = self.net.compute_face_descriptor(image, shape, self.jitters, self.padding)
-        return np.array(vec, np.float32), not rects
+        used = np.array([rect.left(), rect.top(), rect.right(), rect.bottom()], np.float32)
+        return np.array(vec, np.float32), detect and not rects, used
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one [x1, y1, x2, y2] box with each of `boxes` (N, 4)."""
+    lo = np.maximum(box[:2], boxes[:, :2])
+    hi = np.minimum(box[2:], boxes[:, 2:])
+    inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+    area = lambda b: np.prod(np.clip(b[..., 2:] - b[..., :2], 0, None), axis=-1)
+    return inter / np.maximum(area(box) + area(boxes) - inter, 1e-9)
 
 
 _PROCESS_MODELS: _DlibModels | None = None  # one per worker process
@@ -377,8 +407,8 @@ def _init_worker(*args) -> None:
     _PROCESS_MODELS = _DlibModels(*args)
 
 
-def _embed_in_worker(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    return _PROCESS_MODELS.embed_one(image)
+def _embed_in_worker(job) -> tuple[np.ndarray, bool, np.ndarray]:
+    return _PROCESS_MODELS.embed_one(*job)
 
 
 class DlibRecognizer(Recognizer):
@@ -423,6 +453,7 @@ class DlibRecognizer(Recognizer):
         self._pool = None
         self.no_face_count = 0
         self.last_no_face: list[bool] = []
+        self.last_rects = np.zeros((0, 4), np.float32)
 
     def close(self) -> None:
         """Stops the worker processes, if any."""
@@ -430,16 +461,37 @@ class DlibRecognizer(Recognizer):
             self._pool.shutdown()
             self._pool = None
 
-    def embed(self, images):
+    def embed(self, images, boxes=None, detect: bool = True):
+        """(N, 128) descriptors of `images`.
+
+        Args:
+            images: RGB uint8 arrays.
+            boxes: optional per-image face box [x1, y1, x2, y2] (or None): with `detect`,
+                the HOG face overlapping it most is taken (none overlapping: no face found,
+                and the box itself is used); without `detect`, the face is embedded at the
+                box as given (the attacker knows where the face is: no detector involved).
+            detect: run dlib's HOG detector.
+
+        After the call, `last_no_face` flags images where detection found no face and
+        `last_rects` holds the (N, 4) rectangles the descriptors were computed at.
+        """
         from privacy_anon.baselines import check_image
 
         images = [check_image(im, f"image {i} given to the dlib recognizer") for i, im in enumerate(images)]
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise InputError(f"{len(boxes)} face boxes for {len(images)} images")
+        if not detect and any(b is None for b in boxes):
+            raise InputError("detect=False needs a face box for every image")
         if not images:
+            self.last_no_face, self.last_rects = [], np.zeros((0, 4), np.float32)
             return np.zeros((0, 128), np.float32)
+        jobs = [(im, None if b is None else np.asarray(b, np.float64).reshape(4), bool(detect))
+                for im, b in zip(images, boxes)]
         if self.workers == 1 or len(images) == 1:
             if self._models is None:
                 self._models = _DlibModels(*self._args)
-            results = [self._models.embed_one(im) for im in images]
+            results = [self._models.embed_one(*job) for job in jobs]
         else:
             if self._pool is None:
                 import multiprocessing
@@ -448,10 +500,11 @@ class DlibRecognizer(Recognizer):
                 self._pool = ProcessPoolExecutor(self.workers, multiprocessing.get_context("spawn"),
                                                  initializer=_init_worker, initargs=self._args)
             chunk = max(1, len(images) // (4 * self.workers))
-            results = list(self._pool.map(_embed_in_worker, images, chunksize=chunk))
-        self.last_no_face = [flag for _, flag in results]
+            results = list(self._pool.map(_embed_in_worker, jobs, chunksize=chunk))
+        self.last_no_face = [bool(flag) for _, flag, _ in results]
+        self.last_rects = np.stack([rect for _, _, rect in results])
         self.no_face_count += sum(self.last_no_face)
-        return l2_normalize(np.stack([vec for vec, _ in results]))
+        return l2_normalize(np.stack([vec for vec, _, _ in results]))
 
 
 # ----------------------------------------------------------------------------- cache

@@ -424,13 +424,26 @@ class MtcnnVerifier:
             `(scores (N,), landmarks (N, 5, 2))` float32: MTCNN's confidence of the best
             matching face (0 if none) and its landmarks in pixels of `image` (NaN if none).
         """
-        n = len(boxes)
+        return self.check_faces([(image, box) for box in np.asarray(boxes, np.float64).reshape(-1, 4)])
+
+    def check_faces(self, items) -> tuple[np.ndarray, np.ndarray]:
+        """Like `__call__`, for (image, box) pairs from any images, in one batched MTCNN call.
+
+        Args:
+            items: (RGB uint8 image, (4,) box in its pixels) pairs.
+
+        Returns:
+            `(scores (N,), landmarks (N, 5, 2))`, as `__call__`.
+        """
+        n = len(items)
         scores = np.zeros((n,), np.float32)
         landmarks = np.full((n, 5, 2), np.nan, np.float32)
         if not n:
             return scores, landmarks
-        crops, origins = [], []
-        for box in boxes:
+        crops, origins, boxes = [], [], []
+        for image, box in items:
+            box = np.asarray(box, np.float64).reshape(4)
+            boxes.append(box)
             crop, origin = _square_crop(image, box, self.crop_scale, self.crop_size)
             crops.append(crop)
             origins.append(origin)

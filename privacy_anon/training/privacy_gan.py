@@ -66,7 +66,10 @@ class PrivacyGAN(keras.Model):
     def __init__(self, modifier, classifier, detector=None, stage: str = "adversarial",
                  lambda_l1: float = 0.1, adv_weight: float = 1.0, random_label: bool = False,
                  face_enlarge: float = 1.6, det_weight: float = 1.0, adv_loss: str = "ascent",
-                 adv_cap: float = 0.0, **kwargs):
+                 adv_cap: float = 0.0, lambda_identity: float = 0.0,
+                 identity_margin: float = 0.0, lambda_color: float = 0.0,
+                 lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -74,10 +77,15 @@ class PrivacyGAN(keras.Model):
             raise ValueError(f"stage={stage!r} needs an action detector")
         if adv_loss not in ADV_LOSSES:
             raise ValueError(f"`adv_loss` must be one of {ADV_LOSSES}, received {adv_loss!r}")
-        if lambda_l1 < 0 or adv_weight < 0 or det_weight < 0 or adv_cap < 0:
-            raise ValueError(f"loss weights must be >= 0, received lambda_l1={lambda_l1}, "
-                             f"adv_weight={adv_weight}, det_weight={det_weight}, "
-                             f"adv_cap={adv_cap}")
+        weights = {"lambda_l1": lambda_l1, "adv_weight": adv_weight, "det_weight": det_weight,
+                   "adv_cap": adv_cap, "lambda_identity": lambda_identity,
+                   "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
+                   "lambda_realism": lambda_realism}
+        negative = {k: v for k, v in weights.items() if v < 0}
+        if negative:
+            raise ValueError(f"loss weights must be >= 0, received {negative}")
+        if not -1.0 <= identity_margin < 1.0:
+            raise ValueError(f"`identity_margin` must be in [-1, 1), received {identity_margin}")
         self.modifier = modifier
         self.classifier = classifier
         self.detector = detector
@@ -89,12 +97,22 @@ class PrivacyGAN(keras.Model):
         self.det_weight = float(det_weight)
         self.adv_loss = adv_loss
         self.adv_cap = float(adv_cap)
+        self.lambda_identity = float(lambda_identity)
+        self.identity_margin = float(identity_margin)
+        self.lambda_color = float(lambda_color)
+        self.lambda_lowpass = float(lambda_lowpass)
+        if lambda_realism > 0 and critic is None:
+            raise ValueError(f"lambda_realism={lambda_realism} needs a realism critic")
+        self.critic = critic
+        self.lambda_realism = float(lambda_realism)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
             "classifier": ("loss_d", "d_acc_original"),
-            "adversarial": ("loss_d", "loss_adv", "loss_l1", "d_acc_original", "d_acc_modified"),
-            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_det", "d_acc_original",
+            "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
+                            "loss_realism", "loss_critic", "d_acc_original", "d_acc_modified"),
+            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
+                      "loss_realism", "loss_critic", "loss_det", "d_acc_original",
                       "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
@@ -102,7 +120,8 @@ class PrivacyGAN(keras.Model):
 
     # -- keras plumbing ---------------------------------------------------------------
 
-    def compile(self, m_optimizer=None, d_optimizer=None, a_optimizer=None, **kwargs):
+    def compile(self, m_optimizer=None, d_optimizer=None, a_optimizer=None, r_optimizer=None,
+                **kwargs):
         """Optimizers for M, D and A; the ones a stage does not use may be None.
 
         M's optimizer goes to `super().compile` so `self.optimizer` is the one that steps
@@ -120,6 +139,9 @@ class PrivacyGAN(keras.Model):
         self.m_optimizer = m_optimizer
         self.d_optimizer = d_optimizer
         self.a_optimizer = a_optimizer
+        self.r_optimizer = r_optimizer
+        if self.critic is not None and r_optimizer is None and self.stage in ("adversarial", "joint"):
+            raise ValueError("a realism critic needs its optimizer (r_optimizer)")
 
     def build_optimizers(self):
         """Creates the optimizers' slots now (call inside `strategy.scope()` before `fit`)."""
@@ -127,6 +149,8 @@ class PrivacyGAN(keras.Model):
                  (self.d_optimizer, self.classifier.trainable_variables)]
         if self.detector is not None:
             pairs.append((self.a_optimizer, self.detector.trainable_variables))
+        if self.critic is not None:
+            pairs.append((self.r_optimizer, self.critic.trainable_variables))
         for opt, variables in pairs:
             if opt is not None and not opt.built:
                 opt.build(variables)
@@ -152,6 +176,11 @@ class PrivacyGAN(keras.Model):
             "det_weight": self.det_weight,
             "adv_loss": self.adv_loss,
             "adv_cap": self.adv_cap,
+            "lambda_identity": self.lambda_identity,
+            "identity_margin": self.identity_margin,
+            "lambda_color": self.lambda_color,
+            "lambda_lowpass": self.lambda_lowpass,
+            "lambda_realism": self.lambda_realism,
         }
 
     @classmethod
@@ -247,14 +276,70 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_d"].update_state(tf.reduce_mean(ce_mod + ce_orig))
         self.trackers["d_acc_original"].update_state(correct_orig)
         self.trackers["d_acc_modified"].update_state(correct_mod)
+        if self.critic is not None:
+            self._critic_step(faces, modified)
+
+    def _critic_step(self, faces, modified):
+        """R learns real photos (logit > 0) from M's faces (< 0), per patch."""
+        with tf.GradientTape() as tape:
+            real = self.critic(faces, training=True)
+            fake = self.critic(modified, training=True)
+            per_face = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3])
+                        + tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
+            loss = self._global_mean(per_face)
+        variables = self.critic.trainable_variables
+        self.r_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        self.trackers["loss_critic"].update_state(tf.reduce_mean(per_face))
+
+    def _identity_term(self, modified, faces, align):
+        """Per-face hinge on the cosine between D's embeddings of M(f) and f.
+
+        Labels play no part, so the push moves the embedding itself: what a recognizer of
+        people D never saw compares. 0 once the two look like different people (cosine at
+        or below `identity_margin`).
+        """
+        h, w = self.classifier.input_height, self.classifier.input_width
+        e_mod = self.classifier(geometry.align_faces(modified, align, h, w), training=False)
+        e_orig = tf.stop_gradient(
+            self.classifier(geometry.align_faces(faces, align, h, w), training=False))
+        cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
+        return tf.nn.relu(cos - self.identity_margin)
+
+    def _color_terms(self, modified, faces):
+        """(chroma, low-pass) per face: colour kept at every scale, and light and shape kept
+        at a coarse scale, so M's edits stay in luminance detail, where faces differ, instead of
+        colour patterns (YCbCr, BT.601)."""
+        def chroma(x):
+            return tf.stack([-0.1687 * x[..., 0] - 0.3313 * x[..., 1] + 0.5 * x[..., 2],
+                             0.5 * x[..., 0] - 0.4187 * x[..., 1] - 0.0813 * x[..., 2]], -1)
+
+        chroma_l1 = tf.reduce_mean(tf.abs(chroma(modified) - chroma(faces)), axis=[1, 2, 3])
+        pool = max(1, self.modifier.input_size // 16)
+        low = tf.nn.avg_pool2d(modified - faces, pool, pool, "VALID")
+        return chroma_l1, tf.reduce_mean(tf.abs(low), axis=[1, 2, 3])
 
     def _m_step(self, faces, labels, align, frames_data=None):
-        """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames)."""
+        """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
+        optional identity and colour terms (0 by default: Algorithm 1 exactly)."""
         with tf.GradientTape(persistent=frames_data is not None) as tape:
             modified = self.modifier(faces, training=True)
             adv = self._adv_term(modified, align, labels)
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
-            loss = self._global_mean(self.adv_weight * adv + self.lambda_l1 * l1)
+            per_face = self.adv_weight * adv + self.lambda_l1 * l1
+            identity = color = tf.zeros_like(l1)
+            if self.lambda_identity > 0:
+                identity = self._identity_term(modified, faces, align)
+                per_face += self.lambda_identity * identity
+            if self.lambda_color > 0 or self.lambda_lowpass > 0:
+                color, lowpass = self._color_terms(modified, faces)
+                per_face += self.lambda_color * color + self.lambda_lowpass * lowpass
+            realism = tf.zeros_like(l1)
+            if self.lambda_realism > 0:
+                # non-saturating: M wants R to call its patches real
+                realism = tf.reduce_mean(tf.nn.softplus(-self.critic(modified, training=False)),
+                                         axis=[1, 2, 3])
+                per_face += self.lambda_realism * realism
+            loss = self._global_mean(per_face)
             if frames_data is not None:
                 det = self._det_loss(self._modified_frames(frames_data, training=True), frames_data)
                 loss = loss + self.det_weight * det
@@ -267,6 +352,9 @@ class PrivacyGAN(keras.Model):
             self.trackers["loss_det"].update_state(det)
         self.trackers["loss_adv"].update_state(tf.reduce_mean(adv))
         self.trackers["loss_l1"].update_state(tf.reduce_mean(l1))
+        self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))
+        self.trackers["loss_color"].update_state(tf.reduce_mean(color))
+        self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

@@ -15,6 +15,7 @@ frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -39,18 +40,51 @@ class FaceData:
     holdout: object
     train_align: np.ndarray
     holdout_align: np.ndarray
+    strangers: object = None  # FaceSet of whole identities held out (data.holdout_identities)
 
 
 def prepare_faces(cfg) -> FaceData:
-    """Loads `cfg.data.faces`, splits it per identity, computes D's alignment matrices."""
+    """Loads `cfg.data.faces`, sets whole identities apart (`data.holdout_identities`), splits
+    the rest per identity into training and held-out photos, computes D's alignment matrices."""
     from privacy_anon.data.faces import alignment_matrices, load_faces
 
     faces = load_faces(cfg, seed=cfg.data.seed)
+    faces, strangers = faces.split_identities(cfg.data.holdout_identities, seed=cfg.data.seed)
     train, holdout = faces.split(cfg.data.holdout_fraction, seed=cfg.data.seed)
     h, w = cfg.classifier.input_height, cfg.classifier.input_width
     crop = tuple(cfg.data.canonical_crop)
     return FaceData(train, holdout, alignment_matrices(train, h, w, crop),
-                    alignment_matrices(holdout, h, w, crop))
+                    alignment_matrices(holdout, h, w, crop),
+                    strangers if len(strangers) else None)
+
+
+def find_faces(cfg, out: Path):
+    """Wild photos without a landmarks CSV: detect faces and landmarks once into `out/faces`
+    (BlazeFace, resumable: a rerun skips what is cached) and train on them.
+
+    Only for a face crop (`data.face_crop` > 0, the `mobile` preset): whole-image folders
+    such as CASIA-WebFace and LFW are face crops already."""
+    if cfg.data.faces == "synthetic" or cfg.data.landmarks_csv or cfg.data.face_crop <= 0:
+        return cfg
+    from privacy_anon.data.faces import list_identity_folder
+
+    list_identity_folder(cfg.data.faces)  # a bad folder fails before anything is written
+    csv = face_cache(cfg, out / "faces") / "landmarks.csv"
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, landmarks_csv=str(csv)))
+
+
+def face_cache(cfg, cache: Path) -> Path:
+    """The face-box cache of the photo folder `cfg.data.faces` in `cache` (BlazeFace with
+    landmarks estimated from its keypoints; resumable), as `detect-faces --no-mtcnn` makes."""
+    from privacy_anon.data.face_boxes import detect_faces_in_dataset
+    from privacy_anon.faces.detector import FaceDetector
+
+    print(f"finding faces in {cfg.data.faces} (cached in {cache})", file=sys.stderr)
+    detector = FaceDetector(cfg.face_detection, use_mtcnn=False, num_threads=2)
+    detect_faces_in_dataset(cfg.data.faces, "folders", cache, detector,
+                            landmarks_csv=cache / "landmarks.csv", progress=sys.stderr.isatty(),
+                            log=lambda line: print(line, file=sys.stderr))
+    return cache
 
 
 def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> dict:
@@ -191,7 +225,7 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
 
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | None = None, init_run: str | None = None,
-          strategy=None, verbose: int | str = "auto") -> dict:
+          strategy=None, verbose: int | str = "auto", release: bool = True) -> dict:
     """Runs one training stage in `out` (resuming if it holds checkpoints); returns metrics.
 
     Args:
@@ -204,6 +238,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         init_run: a run directory to take M (and D, A) from, e.g. a joint run for "finetune".
         strategy: a `tf.distribute` strategy (default: the current one).
         verbose: Keras `fit` verbosity (progress bar when interactive).
+        release: after an adversarial run on photos, export `out/bundle` (int8) and measure
+            it on the held-out identities (training/release.py).
     """
     import keras
     import tensorflow as tf
@@ -221,9 +257,15 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     started = time.time()
     strategy = strategy or tf.distribute.get_strategy()
     keras.utils.set_random_seed(cfg.train.seed)
+    cfg = find_faces(cfg, out)
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
     cfg.save(out / "config.yaml")
+    if faces.strangers is not None:
+        from privacy_anon.io_utils import atomic_write_text
+
+        atomic_write_text(out / "heldout_identities.txt",
+                          "".join(f"{name}\n" for name in faces.strangers.identities))
     if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
         print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
               file=sys.stderr)
@@ -264,17 +306,30 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         opts = {"m": _adam(rates["m"], cfg) if stage in ("adversarial", "joint") else None,
                 "d": _adam(rates["d"], cfg) if stage in ("classifier", "adversarial", "joint") else None,
                 "a": _adam(rates["a"], cfg) if detector is not None else None}
+        critic = None
+        if t.lambda_realism > 0 and stage in ("adversarial", "joint"):
+            from privacy_anon.models.realism import PatchCritic
+
+            critic = PatchCritic(t.critic_filters, name="critic")
+            critic(np.zeros((1, cfg.modifier.input_size, cfg.modifier.input_size, 3), np.float32))
+            opts["r"], rates["r"] = _adam(t.lr_critic, cfg), t.lr_critic
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
                          adv_weight=t.adv_weight, random_label=t.random_label,
                          adv_loss=t.adv_loss, adv_cap=t.adv_cap,
+                         lambda_identity=t.lambda_identity, identity_margin=t.identity_margin,
+                         lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
+                         critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
                          face_enlarge=cfg.face_detection.enlarge)
-        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"])
+        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"],
+                    r_optimizer=opts.get("r"))
         gan.build_optimizers()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         items = {"step": step, "modifier": modifier, "classifier": classifier}
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
+        if critic is not None:
+            items["critic"] = critic
         ckpt = tf.train.Checkpoint(**items)
     manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
     if manager.latest_checkpoint:
@@ -325,6 +380,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             metrics[f"{key}_first"], metrics[f"{key}_last"] = rows[0][key], rows[-1][key]
     if detector is not None:
         metrics.update(action_metrics(cfg, modifier, detector, _action_data(cfg, "test")))
+    if stage == "adversarial" and cfg.data.faces != "synthetic" and release:
+        from privacy_anon.training.release import release as hand_over
+
+        metrics.update(hand_over(cfg, out, modifier, faces))
     from privacy_anon.io_utils import atomic_write_json
 
     atomic_write_json(out / "metrics.json", metrics)

@@ -1,0 +1,56 @@
+"""What an adversarial run on photos hands over: the int8 bundle, and how well it hides people
+it never saw.
+
+After M is trained on wild photos (`privacy-anon train --preset mobile --stage adversarial
+--data DIR --out RUN`), the run exports `RUN/bundle` (int8, calibrated on training faces) and
+measures the yardstick (evaluation/yardstick.py) on the identities held out whole
+(`RUN/heldout_identities.txt`): the baselines, the Keras M and the bundle through the
+TensorFlow-free runtime, side by side, in `RUN/yardstick/`. The figures go into metrics.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+
+YARDSTICK_METHODS = ("none", "blur8", "mask")  # the references drawn beside M on the plane
+YARDSTICK_PHOTOS = 300  # held-out photos measured; ~1 s each for all methods on 2 cores
+CALIBRATION_FACES = 200
+
+
+def release(cfg, out: Path, modifier, faces) -> dict:
+    """Exports the bundle and runs the yardstick; returns the figures for metrics.json."""
+    from privacy_anon.export import export_bundle
+
+    out = Path(out)
+    index = np.linspace(0, len(faces.train) - 1, min(CALIBRATION_FACES, len(faces.train))).astype(int)
+    print(f"exporting the int8 bundle to {out / 'bundle'}", file=sys.stderr)
+    report = export_bundle(modifier, out / "bundle", quantize="int8",
+                           representative=faces.train.images[index],
+                           enlarge=cfg.face_detection.enlarge, verbose=False)
+    result = {"bundle": {"path": str(report.path), "psnr_vs_keras": round(report.psnr, 2),
+                         "ssim_vs_keras": round(report.ssim, 4),
+                         "modifier_bytes": report.modifier_bytes}}
+    held = out / "heldout_identities.txt"
+    if faces.strangers is None or faces.strangers.num_identities < 2 or not held.is_file():
+        result["yardstick"] = {"skipped": "fewer than 2 identities held out whole "
+                                          "(data.holdout_identities): no pairs to re-identify"}
+        return result
+    if importlib.util.find_spec("dlib") is None:  # the attacker comes with the eval extra
+        result["yardstick"] = {"skipped": "dlib is not installed: pip install 'privacy-anon[eval]'"}
+        print("yardstick skipped: dlib is not installed (eval extra)", file=sys.stderr)
+        return result
+    from privacy_anon.evaluation.models import KerasModifier
+    from privacy_anon.evaluation.yardstick import run_yardstick
+    from privacy_anon.training.runs import face_cache
+
+    cache = face_cache(cfg, out / "faces")  # already there when the run found the faces
+    methods = list(YARDSTICK_METHODS) + [KerasModifier(modifier, name="learned"), str(report.path)]
+    print(f"measuring on the held-out identities ({held}) in {out / 'yardstick'}", file=sys.stderr)
+    result["yardstick"] = run_yardstick(
+        cfg.data.faces, cache, held, methods, out / "yardstick", max_photos=YARDSTICK_PHOTOS,
+        workers=2, seed=cfg.data.seed, progress=sys.stderr.isatty())
+    return result
