@@ -166,6 +166,71 @@ def _action_data(cfg, split: str):
                      "(expected synthetic, jhmdb, daly or csv)")
 
 
+FACE_CACHE_DIR = "face_boxes"  # the run's own face-box cache (when data.face_boxes is unset)
+FACE_CACHE_FORMATS = {"jhmdb": "jhmdb", "daly": "daly", "csv": "csv"}
+
+
+def _face_cache_source(cfg) -> str:
+    """What `detect-faces` reads for the action data: the JHMDB root, DALY frames or the CSV."""
+    if cfg.data.actions_format == "daly":
+        if not cfg.data.actions_frames:
+            raise InputError("data.actions_frames: DALY needs the folder of extracted frames")
+        return cfg.data.actions_frames
+    return cfg.data.actions
+
+
+def ensure_face_boxes(cfg, out: Path, log=None) -> dict:
+    """Every frame of a real action data set gets its faces before joint / finetune training.
+
+    Without faces M never sees a frame, A trains on unmodified frames and L_det never
+    reaches M: Algorithm 1 would silently become something else. So: `data.face_boxes`
+    (a `detect-faces` cache) is loaded and checked; when unset, the run builds its own
+    cache in `out/face_boxes` with the detector `detect-faces` uses (resumable: a rerun
+    skips the frames already done) and `cfg.data.face_boxes` then names it, so the run's
+    `config.yaml` records it. A data set in which no training frame has a face is an error.
+
+    Returns:
+        counts of the training frames: `train_frames`, `train_frames_with_faces`,
+        `train_face_boxes`, and `face_cache` (the cache used); {} for synthetic frames.
+    """
+    fmt = cfg.data.actions_format
+    if fmt == "synthetic":
+        return {}  # generated frames carry their face boxes
+    if fmt not in FACE_CACHE_FORMATS:
+        raise InputError(f"data.actions_format: unknown format {fmt!r} "
+                         "(expected synthetic, jhmdb, daly or csv)")
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if not cfg.data.face_boxes:
+        from privacy_anon.data.face_boxes import detect_faces_in_dataset
+        from privacy_anon.faces.detector import FaceDetector
+
+        cache = out / FACE_CACHE_DIR
+        source = _face_cache_source(cfg)
+        try:  # the same detector and settings as `privacy-anon detect-faces` (MTCNN on)
+            detector = FaceDetector(cfg.face_detection, use_mtcnn=True)
+        except FileNotFoundError as exc:
+            raise InputError(f"cannot detect the faces of {source}: {exc}") from None
+        except ValueError as exc:
+            raise InputError(f"face_detection config: {exc}") from None
+        log(f"no data.face_boxes: detecting the faces of {source} into {cache} (resumable)")
+        detect_faces_in_dataset(source, FACE_CACHE_FORMATS[fmt], cache, detector,
+                                progress=sys.stderr.isatty(), log=log)
+        cfg.data.face_boxes = str(cache.resolve())
+    data = _action_data(cfg, "train")
+    with_faces = sum(1 for r in data if len(r.face_boxes))
+    counts = {"train_frames": len(data), "train_frames_with_faces": with_faces,
+              "train_face_boxes": int(sum(len(r.face_boxes) for r in data)),
+              "face_cache": cfg.data.face_boxes}
+    if not with_faces:
+        raise InputError(f"{cfg.data.face_boxes}: no face in any of the {len(data)} training "
+                         f"frames of {cfg.data.actions}: M would never touch a frame and L_det "
+                         "would not reach it (joint/finetune need frames with faces)")
+    log(f"face boxes: {with_faces} of {len(data)} training frames have a face "
+        f"({counts['train_face_boxes']} boxes; frames without one reach A unmodified, as in "
+        "Algorithm 1)")
+    return counts
+
+
 def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int):
     """The `fit` input: face batches, zipped with frame batches for joint / finetune."""
     import tensorflow as tf
@@ -178,6 +243,10 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
     if stage not in ("joint", "finetune"):
         return face_ds, None
     data = _action_data(cfg, "train")
+    if data.num_classes > cfg.detector.num_classes:
+        raise InputError(f"detector.num_classes={cfg.detector.num_classes} is too small for "
+                         f"{cfg.data.actions}: {len(data.class_names)} action classes + background "
+                         f"= {data.num_classes}")
     frames = frame_dataset(data, cfg.train.frame_batch_size,
                            (cfg.detector.image_height, cfg.detector.image_width),
                            seed=shuffle_seed, repeat=True)
@@ -223,6 +292,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     keras.utils.set_random_seed(cfg.train.seed)
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
     out.mkdir(parents=True, exist_ok=True)
+    face_counts = ensure_face_boxes(cfg, out) if stage in ("joint", "finetune") else {}
     cfg.save(out / "config.yaml")
     if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
         print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
@@ -275,6 +345,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
+            items["rewrite_counts"] = gan.rewrite_counts
         ckpt = tf.train.Checkpoint(**items)
     manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
     if manager.latest_checkpoint:
@@ -324,7 +395,16 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             # first: the run's very first step; last: mean over the last checkpoint interval
             metrics[f"{key}_first"], metrics[f"{key}_last"] = rows[0][key], rows[-1][key]
     if detector is not None:
-        metrics.update(action_metrics(cfg, modifier, detector, _action_data(cfg, "test")))
+        # what M actually rewrote in training (all steps, across resumes) and what the
+        # training frames hold: no joint run trains A on unmodified frames unnoticed
+        metrics.update(face_counts)
+        metrics.update(gan.rewrite_counts.result())
+        test = _action_data(cfg, "test")
+        if len(test):
+            metrics.update(action_metrics(cfg, modifier, detector, test))
+        else:  # e.g. a data set whose split file lists training videos only
+            print(f"{cfg.data.actions}: no test frames; frame-mAP not measured", file=sys.stderr)
+            metrics["num_test_frames"] = 0
     from privacy_anon.io_utils import atomic_write_json
 
     atomic_write_json(out / "metrics.json", metrics)
