@@ -21,13 +21,45 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
 
 
-def _load_config(args):
+# Flags that set a config field: flag -> (section, key, argparse dest).
+CONFIG_FLAGS = {"--seed": ("train", "seed", "seed")}
+
+
+def _load_config(args, flags: dict | None = None):
+    """Preset, then `--config` YAML, then the flags in `flags` (default `CONFIG_FLAGS`).
+
+    A flag overrides only the field it names; a flag that contradicts a value the YAML
+    sets is an error naming both, so what runs is what the user asked for.
+    """
     from privacy_anon.config import load_config
 
-    overrides = {}
-    if getattr(args, "seed", None) is not None:
-        overrides = {"train": {"seed": args.seed}}
-    return load_config(args.preset, args.config, overrides)
+    flags = {**CONFIG_FLAGS, **(flags or {})}
+    overrides: dict = {}
+    for flag, (section, key, dest) in flags.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    cfg = load_config(args.preset, args.config, overrides)  # validates the YAML first
+    if args.config and overrides:
+        _check_flags_against_yaml(args.config, flags, overrides)
+    return cfg
+
+
+def _check_flags_against_yaml(yaml_path, flags: dict, overrides: dict) -> None:
+    import yaml
+    from pathlib import Path
+
+    data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    for flag, (section, key, _) in flags.items():
+        if key not in overrides.get(section, {}) or key not in (data.get(section) or {}):
+            continue
+        given, written = overrides[section][key], data[section][key]
+        same = str(given) == str(written) or (
+            isinstance(given, str) and isinstance(written, str)
+            and Path(given).expanduser().resolve() == Path(written).expanduser().resolve())
+        if not same:
+            raise InputError(f"{flag} {given} contradicts {section}.{key}: {written} in "
+                             f"{yaml_path}; drop one of them")
 
 
 # ----------------------------------------------------------------------------- train
@@ -45,7 +77,8 @@ def _add_train(sub):
                    help="classifier: pre-train D; adversarial: M vs D; joint: M+A vs D; "
                         "finetune: A with M and D frozen")
     p.add_argument("--data", default=None,
-                   help="face data: 'synthetic' or a folder-per-identity root (overrides data.faces)")
+                   help="face data: 'synthetic' or a folder-per-identity root (sets data.faces "
+                        "only; action frames come from data.actions)")
     p.add_argument("--landmarks", default=None, help="landmarks CSV for --data (see README)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
     p.add_argument("--classifier-checkpoint", default=None,
@@ -60,14 +93,9 @@ def _add_train(sub):
 def _run_train(args) -> int:
     from privacy_anon.training import runs
 
-    cfg = _load_config(args)
-    if args.data:
-        cfg.data.faces = args.data
-        if args.stage in ("joint", "finetune") and args.data == "synthetic":
-            cfg.data.actions = "synthetic"
-            cfg.data.actions_format = "synthetic"
-    if args.landmarks:
-        cfg.data.landmarks_csv = args.landmarks
+    # --data names the faces only: the action frames stay what the preset / YAML say
+    cfg = _load_config(args, {"--data": ("data", "faces", "data"),
+                              "--landmarks": ("data", "landmarks_csv", "landmarks")})
     strategy = None
     if args.mirrored:
         import tensorflow as tf
