@@ -87,6 +87,9 @@ def _add_train(sub):
                    help="take M, D (and A) from this run directory, e.g. a joint run for finetune")
     p.add_argument("--mirrored", action="store_true",
                    help="train under tf.distribute.MirroredStrategy over all visible devices")
+    p.add_argument("--multi-worker", action="store_true",
+                   help="train under tf.distribute.MultiWorkerMirroredStrategy, one process per "
+                        "machine, cluster from TF_CONFIG (README: Training on several machines)")
     p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics")
 
 
@@ -97,10 +100,15 @@ def _run_train(args) -> int:
     cfg = _load_config(args, {"--data": ("data", "faces", "data"),
                               "--landmarks": ("data", "landmarks_csv", "landmarks")})
     strategy = None
+    if args.mirrored and args.multi_worker:
+        raise InputError("--mirrored and --multi-worker exclude each other (each worker "
+                         "mirrors over its own devices under --multi-worker)")
     if args.mirrored:
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
+    if args.multi_worker:
+        strategy = runs.multi_worker_strategy()
     metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
                          classifier_checkpoint=args.classifier_checkpoint,
                          init_run=args.init_run, strategy=strategy)

@@ -32,6 +32,13 @@ STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
 
 
+def _across_workers() -> bool:
+    """True under a MultiWorkerMirroredStrategy that spans more than this process."""
+    strategy = tf.distribute.get_strategy()
+    in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(in_mode and in_mode())
+
+
 class RewriteCounts(tf.Module):
     """How many training frames had faces and how many face boxes M rewrote (joint/finetune).
 
@@ -162,6 +169,14 @@ class PrivacyGAN(keras.Model):
             if opt is not None and not opt.built:
                 opt.build(variables)
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TF backend, model made under a strategy) all-reduces one input batch
+        # here just to build the model; MultiWorkerMirroredStrategy cannot reduce a dict of
+        # PerReplica batches. M, D, A and their optimizers are built already: skip it then.
+        if all(layer.built for layer in self._flatten_layers()):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     @property
     def metrics(self):
         return list(self.trackers.values())
@@ -254,7 +269,11 @@ class PrivacyGAN(keras.Model):
         else:
             self._d_step(faces, labels, align)
             self._m_step(faces, labels, align, data if self.stage == "joint" else None)
-        return {name: t.result() for name, t in self.trackers.items()}
+        logs = {name: t.result() for name, t in self.trackers.items()}
+        if _across_workers():
+            # Keras averages logs over workers with reduce(MEAN, axis=0): give it an axis
+            logs = {name: tf.reshape(v, [1]) for name, v in logs.items()}
+        return logs
 
     def _classifier_step(self, faces, labels, align):
         with tf.GradientTape() as tape:

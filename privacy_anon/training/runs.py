@@ -258,6 +258,68 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
     return tf.data.Dataset.zip((face_ds, frames)).map(merge), data
 
 
+def multi_worker_strategy():
+    """`MultiWorkerMirroredStrategy` from `TF_CONFIG` (checked first: one line if it is wrong).
+
+    Create it before any other TensorFlow work in the process (TensorFlow's rule).
+    """
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        spec = json.loads(raw) if raw else None
+        workers = spec["cluster"]["worker"]
+        task = spec["task"]
+        ok = (isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+              and isinstance(task["index"], int))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise InputError("--multi-worker needs TF_CONFIG, e.g. {\"cluster\": {\"worker\": "
+                         "[\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", "
+                         f"\"index\": 0}}}}; got {raw or 'nothing'!r}")
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def cluster_role(strategy) -> tuple[bool, int | None]:
+    """(is chief, worker index) under `MultiWorkerMirroredStrategy`; (True, None) otherwise.
+
+    The chief is the "chief" task, or worker 0 when the cluster has no chief (as in TF's
+    own multi-worker guides).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec or resolver.task_type is None:
+        return True, None
+    index = int(resolver.task_id or 0)
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and index == 0
+                                              and "chief" not in spec)
+    return chief, index if resolver.task_type == "worker" else -1
+
+
+def worker_scratch_dir(out: Path, task: int) -> Path:
+    """Where a non-chief worker writes its copy of the run (its checkpoints, its metrics)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"privacy-anon-worker{task}-{key}"
+
+
+def weights_digest(*models) -> str:
+    """SHA-256 of the weights of `models` (None skipped): equal digests, equal weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for model in models:
+        if model is None:
+            continue
+        variables = getattr(model, "weights", None) or model.variables
+        for v in variables:
+            digest.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+    return digest.hexdigest()
+
+
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | None = None, init_run: str | None = None,
           strategy=None, verbose: int | str = "auto") -> dict:
@@ -289,16 +351,21 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     out = Path(out)
     started = time.time()
     strategy = strategy or tf.distribute.get_strategy()
+    # Multi-worker: the chief writes the run directory, every other worker writes a scratch
+    # copy of its own and restores from the chief's checkpoints (a shared filesystem).
+    chief, task = cluster_role(strategy)
+    write = out if chief else worker_scratch_dir(out, task)
     keras.utils.set_random_seed(cfg.train.seed)
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    face_counts = ensure_face_boxes(cfg, out) if stage in ("joint", "finetune") else {}
-    cfg.save(out / "config.yaml")
+    write.mkdir(parents=True, exist_ok=True)
+    face_counts = ensure_face_boxes(cfg, write) if stage in ("joint", "finetune") else {}
+    cfg.save(write / "config.yaml")
     if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
         print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
               file=sys.stderr)
         train(cfg, "classifier", out / "classifier", strategy=strategy, verbose=verbose)
-        classifier_checkpoint = str(out / "classifier")
+        classifier_checkpoint = str(out / "classifier" if chief
+                                    else worker_scratch_dir(out / "classifier", task))
 
     t = cfg.train
     if steps is None:
@@ -347,9 +414,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
             items["rewrite_counts"] = gan.rewrite_counts
         ckpt = tf.train.Checkpoint(**items)
-    manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    manager = tf.train.CheckpointManager(ckpt, write / "checkpoints", max_to_keep=3)
+    latest = tf.train.latest_checkpoint(out / "checkpoints")  # the chief's, for every worker
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
     done = int(step.numpy())
     if done % chunk:
@@ -363,9 +431,13 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          f"{replicas} replicas")
     # A resumed run reshuffles with another seed instead of replaying the first batches.
     ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done)
-    ds = strategy.experimental_distribute_dataset(ds) if replicas > 1 else ds
+    if replicas > 1:
+        # every worker builds the same seeded pipeline and keeps its share of each batch
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
-    history = cb.HistoryLogger(out / "history.jsonl", chunk, initial_step=done)
+    history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
@@ -374,16 +446,16 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         cb.CheckpointSaver(manager, step, chunk),
     ]
     if stage in ("adversarial", "joint"):
-        callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], out / "samples", chunk))
+        callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
     if done < steps:
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
 
-    save_keras(modifier, out / "modifier.keras")
-    save_keras(classifier, out / "classifier.keras")
+    save_keras(modifier, write / "modifier.keras")
+    save_keras(classifier, write / "classifier.keras")
     if detector is not None:
-        tf.train.Checkpoint(**detector.checkpoint_items()).write(str(out / "detector" / "ckpt"))
-    rows = _history(out / "history.jsonl")
+        tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
+    rows = _history(write / "history.jsonl")
     metrics = {"stage": stage, "steps": steps, "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
@@ -407,5 +479,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             metrics["num_test_frames"] = 0
     from privacy_anon.io_utils import atomic_write_json
 
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(write / "metrics.json", metrics)
+    if task is not None:  # workers must end identical: one line to compare them by
+        print(f"worker {task}: step {int(step.numpy())} weights sha256 "
+              f"{weights_digest(modifier, classifier, detector)}", file=sys.stderr)
     return metrics
