@@ -348,6 +348,58 @@ def _run_anonymize(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- anonymize-batch
+
+
+def _add_anonymize_batch(sub):
+    p = sub.add_parser(
+        "anonymize-batch",
+        help="anonymize an archive of videos/images on Apache Beam (DirectRunner here; "
+             "Dataflow/Flink/Spark by --beam-args); resumable (needs the beam extra)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files or globs (local or any Beam filesystem: gs://, s3://, hdfs://)")
+    p.add_argument("--file-list", metavar="PATH", help="a text file of paths/globs, one a line")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: each file and its .manifest.json, paths kept relative "
+                        "to the inputs' common folder")
+    p.add_argument("--bundle", required=True, help="bundle folder or .zip written by `privacy-anon export` "
+                                                   "(a path every worker can read)")
+    p.add_argument("--threshold", type=float, default=None, help="face-detector score threshold")
+    p.add_argument("--enlarge", type=float, default=None, help="face-box enlargement")
+    p.add_argument("--min-face", type=float, default=None, help="smallest face to look for, pixels")
+    p.add_argument("--hold", type=int, default=5, help="frames a lost face stays anonymized")
+    p.add_argument("--on-failure", choices=("mask", "drop"), default="mask",
+                   help="a frame whose detection or modification fails: fully masked, or dropped")
+    p.add_argument("--codec", default=None, help="video codec (default by suffix)")
+    p.add_argument("--quality", type=int, default=None, help="video CRF")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads per worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="DirectRunner worker processes (other runners: their own options)")
+    p.add_argument("--beam-args", default="",
+                   help="Beam pipeline options, one string, written with '=': --beam-args=\"--runner "
+                        "DataflowRunner --project P --region R --temp_location gs://b/tmp\"")
+    p.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
+
+
+def _run_anonymize_batch(args) -> int:
+    from privacy_anon import batch
+
+    options = batch.BatchOptions(bundle=args.bundle, threshold=args.threshold,
+                                 enlarge=args.enlarge, min_face=args.min_face, hold=args.hold,
+                                 on_failure=args.on_failure, threads=args.threads,
+                                 codec=args.codec, quality=args.quality)
+    summary = batch.run(args.inputs, args.output, options, file_list=args.file_list,
+                        workers=args.workers, beam_args=args.beam_args, summary_path=args.summary)
+    failed = summary["failed"]
+    print(f"{summary['inputs']} file(s): {summary['done']} anonymized, {summary['skipped']} "
+          f"already complete, {len(failed)} failed")
+    for row in failed:
+        print(f"privacy-anon anonymize-batch: failed: {row['input']}: {row['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 # ----------------------------------------------------------------------------- main
 
 COMMANDS = {
@@ -357,6 +409,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),
     "anonymize": (_add_anonymize, _run_anonymize),
+    "anonymize-batch": (_add_anonymize_batch, _run_anonymize_batch),
 }
 
 

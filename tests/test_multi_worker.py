@@ -19,7 +19,6 @@ data:
 train:
   face_batch_size: 8
   checkpoint_every: 2
-  classifier_steps: 2
 """
 
 
@@ -33,10 +32,23 @@ def _free_ports(n):
     return ports
 
 
+def _classifier(tmp_path):
+    """An (untrained) D to start from: the test is about the workers, not D's training."""
+    from privacy_anon.config import load_config
+    from privacy_anon.models.face_classifier import build_classifier
+
+    path = tmp_path / "d.keras"
+    if not path.is_file():
+        config = tmp_path / "small.yaml"
+        config.write_text(SMALL)
+        build_classifier(load_config("tiny", config).classifier, 4).save(path)
+    return path
+
+
 def _run_workers(tmp_path, run, steps):
     """Starts 2 workers (TF_CONFIG on 127.0.0.1), waits, returns their stderr texts."""
+    d = _classifier(tmp_path)
     config = tmp_path / "small.yaml"
-    config.write_text(SMALL)
     cluster = [f"127.0.0.1:{p}" for p in _free_ports(2)]
     procs = []
     for index in range(2):
@@ -48,7 +60,7 @@ def _run_workers(tmp_path, run, steps):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny",
              "--config", str(config), "--stage", "adversarial", "--multi-worker",
-             "--steps", str(steps), "--out", str(run)],
+             "--classifier-checkpoint", str(d), "--steps", str(steps), "--out", str(run)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
     errs = []
     try:
