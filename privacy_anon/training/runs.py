@@ -6,7 +6,13 @@ A run directory holds:
   few kept; a run started again in the same directory resumes from the newest one;
 - `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
 - at the end, `modifier.keras`, `classifier.keras` (and `detector/` for joint/finetune) and
-  `metrics.json` (last training metrics and held-out face metrics).
+  `metrics.json` (last training metrics and held-out face metrics; for joint/finetune also
+  how many training frames had faces and how many face boxes M rewrote);
+- `face_boxes/`: for joint/finetune on real frames without `data.face_boxes`, the faces the
+  run detected itself (`ensure_face_boxes`).
+
+Under `MultiWorkerMirroredStrategy` only the chief writes here; the other workers write a
+scratch copy (`worker_scratch_dir`) and restore from this directory's checkpoints.
 
 Stages (see `privacy_gan.py`): "classifier" pre-trains D; "adversarial" plays M against D
 (pre-training D first when no `classifier_checkpoint` is given); "joint" adds A on video
