@@ -253,6 +253,29 @@ def build_pipeline(pipeline, pairs, options: BatchOptions):
             | "Anonymize" >> beam.ParDo(_Do()))
 
 
+def _remove_leftovers(output: str) -> None:
+    """Deletes what a killed run left: hidden partial outputs and result folders."""
+    from apache_beam.io.filesystems import FileSystems
+
+    results, partial = ".batch-results-*", ".*.partial-*"
+    if "://" not in output:  # local: folders and hidden names, which Beam's match skips
+        import glob
+        import shutil
+
+        for path in glob.glob(os.path.join(glob.escape(output), results)):
+            shutil.rmtree(path, ignore_errors=True)
+        for path in glob.glob(os.path.join(glob.escape(output), "**", partial), recursive=True):
+            os.remove(path)
+        return
+    patterns = [FileSystems.join(output, results, "**"), FileSystems.join(output, "**", partial)]
+    try:
+        stale = [m.path for r in FileSystems.match(patterns) for m in r.metadata_list]
+        if stale:
+            FileSystems.delete(stale)
+    except Exception:  # noqa: BLE001 - cleaning up is a courtesy; the run itself goes on
+        pass
+
+
 def run(inputs: list[str], output: str, options: BatchOptions, file_list: str | None = None,
         workers: int = 1, beam_args: str = "", summary_path: str | None = None) -> dict:
     """Plans, runs and summarises a batch; returns {"done", "skipped", "failed", "inputs"}."""
@@ -273,6 +296,8 @@ def run(inputs: list[str], output: str, options: BatchOptions, file_list: str | 
             args += [f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
     # per-file results go through the output filesystem, so any runner can return them
     from apache_beam.io.filesystems import FileSystems
+
+    _remove_leftovers(output)
 
     results_dir = FileSystems.join(output, f".batch-results-{uuid.uuid4().hex[:12]}")
     try:

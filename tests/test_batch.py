@@ -102,8 +102,8 @@ def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle,
     complete = [p for p in outputs if Path(str(p) + ".manifest.json").is_file()]
     assert 1 <= len(complete) < len(outputs), "the kill came too late to test resuming"
     # nothing half-written where the user looks: every visible output has its manifest
-    visible = [p for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")
-               and not p.name.endswith(".manifest.json")]
+    visible = [p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".manifest.json")
+               and not any(part.startswith(".") for part in p.relative_to(out).parts)]
     assert sorted(visible) == sorted(complete)
     before = {p: Path(str(p) + ".manifest.json").stat().st_mtime_ns for p in complete}
 
@@ -131,7 +131,8 @@ def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle,
         a, b = _frames(src), _frames(dst)
         assert len(b) == FRAMES
         diff = np.abs(a[0].astype(int) - b[0].astype(int)).sum(-1)
-        assert diff.max() > 30 and (diff > 8).mean() < 0.5  # the face rewritten, not the frame
+        # the face rewritten; elsewhere only the codec's noise (x264, CRF 18)
+        assert diff.max() > 100 and np.median(diff) < 20
     photo = json.loads((out / "photos" / "portrait.png.manifest.json").read_text())
     assert photo["status"] == "ok" and photo["type"] == "image" and photo["faces"] >= 1
-    assert not [p for p in out.rglob(".*") if p.is_file()], "temporary files left behind"
+    assert not list(out.rglob(".*")), "temporary files left behind"
