@@ -49,14 +49,15 @@ def bundle(tmp_path_factory):
 
 
 def _clip(path, shift):
-    """A lossless clip panning over astronaut() (a face in every frame)."""
-    img = astronaut()
+    """A lossless 160x120 clip panning over a half-size astronaut(): a ~55 px face at
+    x 65..120 - shift, y 33..88 in every frame, the bottom rows free of it."""
+    img = cv2.resize(astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
     with av.open(str(path), "w") as c:
         v = c.add_stream("ffv1", rate=10)
-        v.width, v.height, v.pix_fmt = 240, 200, "bgr0"
+        v.width, v.height, v.pix_fmt = 160, 120, "bgr0"
         for i in range(FRAMES):
-            x = 80 + shift + 2 * i
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[10:210, x:x + 240]), format="rgb24")
+            x = 20 + shift + i
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[0:120, x:x + 160]), format="rgb24")
             f.pts = i
             c.mux(v.encode(f))
         c.mux(v.encode(None))
@@ -80,7 +81,7 @@ def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle,
     archive = tmp_path / "archive"
     for i in range(CLIPS):
         (archive / f"day{i % 2}").mkdir(parents=True, exist_ok=True)
-        _clip(archive / f"day{i % 2}" / f"clip{i}.mkv", shift=6 * i)
+        _clip(archive / f"day{i % 2}" / f"clip{i}.mkv", shift=5 * i)
     (archive / "photos").mkdir()
     cv2.imwrite(str(archive / "photos" / "portrait.png"), cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR))
     (archive / "bad.mp4").write_bytes(b"not a video at all" * 100)
@@ -131,8 +132,8 @@ def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle,
         a, b = _frames(src), _frames(dst)
         assert len(b) == FRAMES
         diff = np.abs(a[0].astype(int) - b[0].astype(int)).sum(-1)
-        # the face rewritten; elsewhere only the codec's noise (x264, CRF 18)
-        assert diff.max() > 100 and np.median(diff) < 20
+        # the face rewritten; below its (enlarged) box only the codec's noise (x264, CRF 18)
+        assert diff.max() > 100 and diff[110:].mean() < 15
     photo = json.loads((out / "photos" / "portrait.png.manifest.json").read_text())
     assert photo["status"] == "ok" and photo["type"] == "image" and photo["faces"] >= 1
     assert not list(out.rglob(".*")), "temporary files left behind"
