@@ -77,6 +77,7 @@ def _batch(beam_python, archive, out, bundle, **popen):
                             env=env, **popen)
 
 
+@pytest.mark.timeout(1800)  # minutes on a loaded 2-core machine
 def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle, tmp_path):
     archive = tmp_path / "archive"
     for i in range(CLIPS):

@@ -59,6 +59,7 @@ def test_real_jhmdb_clip_loads_unchanged():
                                rtol=1e-5)
 
 
+@pytest.mark.timeout(1800)  # minutes on a loaded 2-core machine
 @needs_sample
 def test_joint_on_real_jhmdb_clip_finds_faces_and_l_det_reaches_m(tmp_path):
     """No data.face_boxes: the run detects the clip's faces itself, then trains Algorithm 1."""

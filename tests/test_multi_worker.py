@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from privacy_anon import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +83,7 @@ def _digest(err, worker, step):
     return found[-1]
 
 
+@pytest.mark.timeout(1800)  # minutes on a loaded 2-core machine
 def test_two_workers_train_identically_and_resume(tmp_path):
     run = tmp_path / "run"
     errs = _run_workers(tmp_path, run, steps=2)
