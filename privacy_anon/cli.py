@@ -21,13 +21,45 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
 
 
-def _load_config(args):
+# Flags that set a config field: flag -> (section, key, argparse dest).
+CONFIG_FLAGS = {"--seed": ("train", "seed", "seed")}
+
+
+def _load_config(args, flags: dict | None = None):
+    """Preset, then `--config` YAML, then the flags in `flags` (default `CONFIG_FLAGS`).
+
+    A flag overrides only the field it names; a flag that contradicts a value the YAML
+    sets is an error naming both, so what runs is what the user asked for.
+    """
     from privacy_anon.config import load_config
 
-    overrides = {}
-    if getattr(args, "seed", None) is not None:
-        overrides = {"train": {"seed": args.seed}}
-    return load_config(args.preset, args.config, overrides)
+    flags = {**CONFIG_FLAGS, **(flags or {})}
+    overrides: dict = {}
+    for flag, (section, key, dest) in flags.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.setdefault(section, {})[key] = value
+    cfg = load_config(args.preset, args.config, overrides)  # validates the YAML first
+    if args.config and overrides:
+        _check_flags_against_yaml(args.config, flags, overrides)
+    return cfg
+
+
+def _check_flags_against_yaml(yaml_path, flags: dict, overrides: dict) -> None:
+    import yaml
+    from pathlib import Path
+
+    data = yaml.safe_load(Path(yaml_path).read_text()) or {}
+    for flag, (section, key, _) in flags.items():
+        if key not in overrides.get(section, {}) or key not in (data.get(section) or {}):
+            continue
+        given, written = overrides[section][key], data[section][key]
+        same = str(given) == str(written) or (
+            isinstance(given, str) and isinstance(written, str)
+            and Path(given).expanduser().resolve() == Path(written).expanduser().resolve())
+        if not same:
+            raise InputError(f"{flag} {given} contradicts {section}.{key}: {written} in "
+                             f"{yaml_path}; drop one of them")
 
 
 # ----------------------------------------------------------------------------- train
@@ -45,7 +77,8 @@ def _add_train(sub):
                    help="classifier: pre-train D; adversarial: M vs D; joint: M+A vs D; "
                         "finetune: A with M and D frozen")
     p.add_argument("--data", default=None,
-                   help="face data: 'synthetic' or a folder-per-identity root (overrides data.faces)")
+                   help="face data: 'synthetic' or a folder-per-identity root (sets data.faces "
+                        "only; action frames come from data.actions)")
     p.add_argument("--landmarks", default=None, help="landmarks CSV for --data (see README)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
     p.add_argument("--classifier-checkpoint", default=None,
@@ -57,25 +90,28 @@ def _add_train(sub):
                         "yardstick on the held-out identities (RUN/yardstick)")
     p.add_argument("--mirrored", action="store_true",
                    help="train under tf.distribute.MirroredStrategy over all visible devices")
+    p.add_argument("--multi-worker", action="store_true",
+                   help="train under tf.distribute.MultiWorkerMirroredStrategy, one process per "
+                        "machine, cluster from TF_CONFIG (README: Training on several machines)")
     p.add_argument("--out", required=True, help="run directory: config, checkpoints, metrics")
 
 
 def _run_train(args) -> int:
     from privacy_anon.training import runs
 
-    cfg = _load_config(args)
-    if args.data:
-        cfg.data.faces = args.data
-        if args.stage in ("joint", "finetune") and args.data == "synthetic":
-            cfg.data.actions = "synthetic"
-            cfg.data.actions_format = "synthetic"
-    if args.landmarks:
-        cfg.data.landmarks_csv = args.landmarks
+    # --data names the faces only: the action frames stay what the preset / YAML say
+    cfg = _load_config(args, {"--data": ("data", "faces", "data"),
+                              "--landmarks": ("data", "landmarks_csv", "landmarks")})
     strategy = None
+    if args.mirrored and args.multi_worker:
+        raise InputError("--mirrored and --multi-worker exclude each other (each worker "
+                         "mirrors over its own devices under --multi-worker)")
     if args.mirrored:
         import tensorflow as tf
 
         strategy = tf.distribute.MirroredStrategy()
+    if args.multi_worker:
+        strategy = runs.multi_worker_strategy()
     metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
                          classifier_checkpoint=args.classifier_checkpoint,
                          init_run=args.init_run, strategy=strategy, release=not args.no_export)
@@ -330,6 +366,58 @@ def _run_anonymize(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- anonymize-batch
+
+
+def _add_anonymize_batch(sub):
+    p = sub.add_parser(
+        "anonymize-batch",
+        help="anonymize an archive of videos/images on Apache Beam (DirectRunner here; "
+             "Dataflow/Flink/Spark by --beam-args); resumable (needs the beam extra)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files or globs (local or any Beam filesystem: gs://, s3://, hdfs://)")
+    p.add_argument("--file-list", metavar="PATH", help="a text file of paths/globs, one a line")
+    p.add_argument("-o", "--output", required=True,
+                   help="output folder: each file and its .manifest.json, paths kept relative "
+                        "to the inputs' common folder")
+    p.add_argument("--bundle", required=True, help="bundle folder or .zip written by `privacy-anon export` "
+                                                   "(a path every worker can read)")
+    p.add_argument("--threshold", type=float, default=None, help="face-detector score threshold")
+    p.add_argument("--enlarge", type=float, default=None, help="face-box enlargement")
+    p.add_argument("--min-face", type=float, default=None, help="smallest face to look for, pixels")
+    p.add_argument("--hold", type=int, default=5, help="frames a lost face stays anonymized")
+    p.add_argument("--on-failure", choices=("mask", "drop"), default="mask",
+                   help="a frame whose detection or modification fails: fully masked, or dropped")
+    p.add_argument("--codec", default=None, help="video codec (default by suffix)")
+    p.add_argument("--quality", type=int, default=None, help="video CRF")
+    p.add_argument("--threads", type=int, default=1, help="interpreter threads per worker")
+    p.add_argument("--workers", type=int, default=1,
+                   help="DirectRunner worker processes (other runners: their own options)")
+    p.add_argument("--beam-args", default="",
+                   help="Beam pipeline options, one string, written with '=': --beam-args=\"--runner "
+                        "DataflowRunner --project P --region R --temp_location gs://b/tmp\"")
+    p.add_argument("--summary", metavar="JSON", help="also write the run's summary here")
+
+
+def _run_anonymize_batch(args) -> int:
+    from privacy_anon import batch
+
+    options = batch.BatchOptions(bundle=args.bundle, threshold=args.threshold,
+                                 enlarge=args.enlarge, min_face=args.min_face, hold=args.hold,
+                                 on_failure=args.on_failure, threads=args.threads,
+                                 codec=args.codec, quality=args.quality)
+    summary = batch.run(args.inputs, args.output, options, file_list=args.file_list,
+                        workers=args.workers, beam_args=args.beam_args, summary_path=args.summary)
+    failed = summary["failed"]
+    print(f"{summary['inputs']} file(s): {summary['done']} anonymized, {summary['skipped']} "
+          f"already complete, {len(failed)} failed")
+    for row in failed:
+        print(f"privacy-anon anonymize-batch: failed: {row['input']}: {row['error']}", file=sys.stderr)
+    return 2 if failed else 0
+
+
 # ----------------------------------------------------------------------------- main
 
 COMMANDS = {
@@ -339,6 +427,7 @@ COMMANDS = {
     "evaluate": (_add_evaluate, _run_evaluate),
     "export": (_add_export, _run_export),
     "anonymize": (_add_anonymize, _run_anonymize),
+    "anonymize-batch": (_add_anonymize_batch, _run_anonymize_batch),
 }
 
 

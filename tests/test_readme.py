@@ -148,6 +148,8 @@ def adapt(argv: list[str], slow: bool) -> list[str] | None:
         argv += ["--config", "small.yaml"]
     if cmd == "demo":
         return argv  # three short trainings with the small config (the real demo: test_demo.py)
+    if cmd == "anonymize-batch" or "--multi-worker" in argv:
+        return None  # a Beam venv / a cluster: run by tests/test_batch.py, tests/test_multi_worker.py
     if cmd == "train":
         stage = argv[argv.index("--stage") + 1]
         if stage in ("joint", "finetune") and not slow:

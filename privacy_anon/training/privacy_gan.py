@@ -32,6 +32,40 @@ STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
 
 
+def _across_workers() -> bool:
+    """True under a MultiWorkerMirroredStrategy that spans more than this process."""
+    strategy = tf.distribute.get_strategy()
+    in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(in_mode and in_mode())
+
+
+class RewriteCounts(tf.Module):
+    """How many training frames had faces and how many face boxes M rewrote (joint/finetune).
+
+    Plain `tf.Variable`s (not Keras metrics, which reset every epoch), summed over replicas
+    when read, and kept in the run's checkpoint so the totals survive a resume.
+    """
+
+    def __init__(self):
+        super().__init__(name="rewrite_counts")
+        kw = dict(trainable=False, synchronization=tf.VariableSynchronization.ON_READ,
+                  aggregation=tf.VariableAggregation.SUM)
+        self.frames = tf.Variable(0.0, name="frames", **kw)
+        self.frames_with_faces = tf.Variable(0.0, name="frames_with_faces", **kw)
+        self.faces = tf.Variable(0.0, name="faces", **kw)
+
+    def add(self, num_faces):
+        num_faces = tf.cast(num_faces, tf.float32)
+        self.frames.assign_add(tf.cast(tf.size(num_faces), tf.float32))
+        self.frames_with_faces.assign_add(tf.reduce_sum(tf.cast(num_faces > 0, tf.float32)))
+        self.faces.assign_add(tf.reduce_sum(num_faces))
+
+    def result(self) -> dict:
+        return {"trained_frames": int(self.frames.numpy()),
+                "trained_frames_with_faces": int(self.frames_with_faces.numpy()),
+                "face_boxes_rewritten": int(self.faces.numpy())}
+
+
 @keras.saving.register_keras_serializable(package="privacy_anon")
 class PrivacyGAN(keras.Model):
     """M, D (and optionally A) and the alternating updates of Algorithm 1.
@@ -117,6 +151,10 @@ class PrivacyGAN(keras.Model):
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self.rewrite_counts = None
+        if stage in ("joint", "finetune"):
+            self.rewrite_counts = RewriteCounts()
+
 
     # -- keras plumbing ---------------------------------------------------------------
 
@@ -154,6 +192,14 @@ class PrivacyGAN(keras.Model):
         for opt, variables in pairs:
             if opt is not None and not opt.built:
                 opt.build(variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3 (TF backend, model made under a strategy) all-reduces one input batch
+        # here just to build the model; MultiWorkerMirroredStrategy cannot reduce a dict of
+        # PerReplica batches. M, D, A and their optimizers are built already: skip it then.
+        if all(layer.built for layer in self._flatten_layers()):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     @property
     def metrics(self):
@@ -231,6 +277,7 @@ class PrivacyGAN(keras.Model):
         return -tf.minimum(ce, self.adv_cap) if self.adv_cap > 0 else -ce
 
     def _modified_frames(self, data, training):
+        self.rewrite_counts.add(data["num_faces"])
         return geometry.modify_frames(data["frames"], data["face_boxes"], data["num_faces"],
                                       self.modifier, self.modifier.input_size, self.face_enlarge,
                                       training=training)
@@ -251,7 +298,11 @@ class PrivacyGAN(keras.Model):
         else:
             self._d_step(faces, labels, align)
             self._m_step(faces, labels, align, data if self.stage == "joint" else None)
-        return {name: t.result() for name, t in self.trackers.items()}
+        logs = {name: t.result() for name, t in self.trackers.items()}
+        if _across_workers():
+            # Keras averages logs over workers with reduce(MEAN, axis=0): give it an axis
+            logs = {name: tf.reshape(v, [1]) for name, v in logs.items()}
+        return logs
 
     def _classifier_step(self, faces, labels, align):
         with tf.GradientTape() as tape:

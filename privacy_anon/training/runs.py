@@ -6,7 +6,13 @@ A run directory holds:
   few kept; a run started again in the same directory resumes from the newest one;
 - `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
 - at the end, `modifier.keras`, `classifier.keras` (and `detector/` for joint/finetune) and
-  `metrics.json` (last training metrics and held-out face metrics).
+  `metrics.json` (last training metrics and held-out face metrics; for joint/finetune also
+  how many training frames had faces and how many face boxes M rewrote);
+- `face_boxes/`: for joint/finetune on real frames without `data.face_boxes`, the faces the
+  run detected itself (`ensure_face_boxes`).
+
+Under `MultiWorkerMirroredStrategy` only the chief writes here; the other workers write a
+scratch copy (`worker_scratch_dir`) and restore from this directory's checkpoints.
 
 Stages (see `privacy_gan.py`): "classifier" pre-trains D; "adversarial" plays M against D
 (pre-training D first when no `classifier_checkpoint` is given); "joint" adds A on video
@@ -200,6 +206,71 @@ def _action_data(cfg, split: str):
                      "(expected synthetic, jhmdb, daly or csv)")
 
 
+FACE_CACHE_DIR = "face_boxes"  # the run's own face-box cache (when data.face_boxes is unset)
+FACE_CACHE_FORMATS = {"jhmdb": "jhmdb", "daly": "daly", "csv": "csv"}
+
+
+def _face_cache_source(cfg) -> str:
+    """What `detect-faces` reads for the action data: the JHMDB root, DALY frames or the CSV."""
+    if cfg.data.actions_format == "daly":
+        if not cfg.data.actions_frames:
+            raise InputError("data.actions_frames: DALY needs the folder of extracted frames")
+        return cfg.data.actions_frames
+    return cfg.data.actions
+
+
+def ensure_face_boxes(cfg, out: Path, log=None) -> dict:
+    """Every frame of a real action data set gets its faces before joint / finetune training.
+
+    Without faces M never sees a frame, A trains on unmodified frames and L_det never
+    reaches M: Algorithm 1 would silently become something else. So: `data.face_boxes`
+    (a `detect-faces` cache) is loaded and checked; when unset, the run builds its own
+    cache in `out/face_boxes` with the detector `detect-faces` uses (resumable: a rerun
+    skips the frames already done) and `cfg.data.face_boxes` then names it, so the run's
+    `config.yaml` records it. A data set in which no training frame has a face is an error.
+
+    Returns:
+        counts of the training frames: `train_frames`, `train_frames_with_faces`,
+        `train_face_boxes`, and `face_cache` (the cache used); {} for synthetic frames.
+    """
+    fmt = cfg.data.actions_format
+    if fmt == "synthetic":
+        return {}  # generated frames carry their face boxes
+    if fmt not in FACE_CACHE_FORMATS:
+        raise InputError(f"data.actions_format: unknown format {fmt!r} "
+                         "(expected synthetic, jhmdb, daly or csv)")
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if not cfg.data.face_boxes:
+        from privacy_anon.data.face_boxes import detect_faces_in_dataset
+        from privacy_anon.faces.detector import FaceDetector
+
+        cache = out / FACE_CACHE_DIR
+        source = _face_cache_source(cfg)
+        try:  # the same detector and settings as `privacy-anon detect-faces` (MTCNN on)
+            detector = FaceDetector(cfg.face_detection, use_mtcnn=True)
+        except FileNotFoundError as exc:
+            raise InputError(f"cannot detect the faces of {source}: {exc}") from None
+        except ValueError as exc:
+            raise InputError(f"face_detection config: {exc}") from None
+        log(f"no data.face_boxes: detecting the faces of {source} into {cache} (resumable)")
+        detect_faces_in_dataset(source, FACE_CACHE_FORMATS[fmt], cache, detector,
+                                progress=sys.stderr.isatty(), log=log)
+        cfg.data.face_boxes = str(cache.resolve())
+    data = _action_data(cfg, "train")
+    with_faces = sum(1 for r in data if len(r.face_boxes))
+    counts = {"train_frames": len(data), "train_frames_with_faces": with_faces,
+              "train_face_boxes": int(sum(len(r.face_boxes) for r in data)),
+              "face_cache": cfg.data.face_boxes}
+    if not with_faces:
+        raise InputError(f"{cfg.data.face_boxes}: no face in any of the {len(data)} training "
+                         f"frames of {cfg.data.actions}: M would never touch a frame and L_det "
+                         "would not reach it (joint/finetune need frames with faces)")
+    log(f"face boxes: {with_faces} of {len(data)} training frames have a face "
+        f"({counts['train_face_boxes']} boxes; frames without one reach A unmodified, as in "
+        "Algorithm 1)")
+    return counts
+
+
 def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int):
     """The `fit` input: face batches, zipped with frame batches for joint / finetune."""
     import tensorflow as tf
@@ -212,6 +283,10 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
     if stage not in ("joint", "finetune"):
         return face_ds, None
     data = _action_data(cfg, "train")
+    if data.num_classes > cfg.detector.num_classes:
+        raise InputError(f"detector.num_classes={cfg.detector.num_classes} is too small for "
+                         f"{cfg.data.actions}: {len(data.class_names)} action classes + background "
+                         f"= {data.num_classes}")
     frames = frame_dataset(data, cfg.train.frame_batch_size,
                            (cfg.detector.image_height, cfg.detector.image_width),
                            seed=shuffle_seed, repeat=True)
@@ -221,6 +296,68 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
                 "num_faces": v["num_faces"], "boxes": v["boxes"], "classes": v["classes"]}
 
     return tf.data.Dataset.zip((face_ds, frames)).map(merge), data
+
+
+def multi_worker_strategy():
+    """`MultiWorkerMirroredStrategy` from `TF_CONFIG` (checked first: one line if it is wrong).
+
+    Create it before any other TensorFlow work in the process (TensorFlow's rule).
+    """
+    raw = os.environ.get("TF_CONFIG", "")
+    try:
+        spec = json.loads(raw) if raw else None
+        workers = spec["cluster"]["worker"]
+        task = spec["task"]
+        ok = (isinstance(workers, list) and workers and task["type"] in ("worker", "chief")
+              and isinstance(task["index"], int))
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise InputError("--multi-worker needs TF_CONFIG, e.g. {\"cluster\": {\"worker\": "
+                         "[\"host1:12345\", \"host2:12345\"]}, \"task\": {\"type\": \"worker\", "
+                         f"\"index\": 0}}}}; got {raw or 'nothing'!r}")
+    import tensorflow as tf
+
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def cluster_role(strategy) -> tuple[bool, int | None]:
+    """(is chief, worker index) under `MultiWorkerMirroredStrategy`; (True, None) otherwise.
+
+    The chief is the "chief" task, or worker 0 when the cluster has no chief (as in TF's
+    own multi-worker guides).
+    """
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec or resolver.task_type is None:
+        return True, None
+    index = int(resolver.task_id or 0)
+    chief = resolver.task_type == "chief" or (resolver.task_type == "worker" and index == 0
+                                              and "chief" not in spec)
+    return chief, index if resolver.task_type == "worker" else -1
+
+
+def worker_scratch_dir(out: Path, task: int) -> Path:
+    """Where a non-chief worker writes its copy of the run (its checkpoints, its metrics)."""
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(Path(out).resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"privacy-anon-worker{task}-{key}"
+
+
+def weights_digest(*models) -> str:
+    """SHA-256 of the weights of `models` (None skipped): equal digests, equal weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for model in models:
+        if model is None:
+            continue
+        variables = getattr(model, "weights", None) or model.variables
+        for v in variables:
+            digest.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+    return digest.hexdigest()
 
 
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
@@ -256,21 +393,27 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     out = Path(out)
     started = time.time()
     strategy = strategy or tf.distribute.get_strategy()
+    # Multi-worker: the chief writes the run directory, every other worker writes a scratch
+    # copy of its own and restores from the chief's checkpoints (a shared filesystem).
+    chief, task = cluster_role(strategy)
+    write = out if chief else worker_scratch_dir(out, task)
     keras.utils.set_random_seed(cfg.train.seed)
-    cfg = find_faces(cfg, out)
+    cfg = find_faces(cfg, write)
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    write.mkdir(parents=True, exist_ok=True)
+    face_counts = ensure_face_boxes(cfg, write) if stage in ("joint", "finetune") else {}
+    cfg.save(write / "config.yaml")
     if faces.strangers is not None:
         from privacy_anon.io_utils import atomic_write_text
 
-        atomic_write_text(out / "heldout_identities.txt",
+        atomic_write_text(write / "heldout_identities.txt",
                           "".join(f"{name}\n" for name in faces.strangers.identities))
     if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
         print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
               file=sys.stderr)
         train(cfg, "classifier", out / "classifier", strategy=strategy, verbose=verbose)
-        classifier_checkpoint = str(out / "classifier")
+        classifier_checkpoint = str(out / "classifier" if chief
+                                    else worker_scratch_dir(out / "classifier", task))
 
     t = cfg.train
     if steps is None:
@@ -328,12 +471,14 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
+            items["rewrite_counts"] = gan.rewrite_counts
         if critic is not None:
             items["critic"] = critic
         ckpt = tf.train.Checkpoint(**items)
-    manager = tf.train.CheckpointManager(ckpt, out / "checkpoints", max_to_keep=3)
-    if manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    manager = tf.train.CheckpointManager(ckpt, write / "checkpoints", max_to_keep=3)
+    latest = tf.train.latest_checkpoint(out / "checkpoints")  # the chief's, for every worker
+    if latest:
+        ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
     done = int(step.numpy())
     if done % chunk:
@@ -347,9 +492,13 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          f"{replicas} replicas")
     # A resumed run reshuffles with another seed instead of replaying the first batches.
     ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done)
-    ds = strategy.experimental_distribute_dataset(ds) if replicas > 1 else ds
+    if replicas > 1:
+        # every worker builds the same seeded pipeline and keeps its share of each batch
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
-    history = cb.HistoryLogger(out / "history.jsonl", chunk, initial_step=done)
+    history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
@@ -358,16 +507,16 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         cb.CheckpointSaver(manager, step, chunk),
     ]
     if stage in ("adversarial", "joint"):
-        callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], out / "samples", chunk))
+        callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
     if done < steps:
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
 
-    save_keras(modifier, out / "modifier.keras")
-    save_keras(classifier, out / "classifier.keras")
+    save_keras(modifier, write / "modifier.keras")
+    save_keras(classifier, write / "classifier.keras")
     if detector is not None:
-        tf.train.Checkpoint(**detector.checkpoint_items()).write(str(out / "detector" / "ckpt"))
-    rows = _history(out / "history.jsonl")
+        tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
+    rows = _history(write / "history.jsonl")
     metrics = {"stage": stage, "steps": steps, "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
@@ -379,12 +528,24 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             # first: the run's very first step; last: mean over the last checkpoint interval
             metrics[f"{key}_first"], metrics[f"{key}_last"] = rows[0][key], rows[-1][key]
     if detector is not None:
-        metrics.update(action_metrics(cfg, modifier, detector, _action_data(cfg, "test")))
-    if stage == "adversarial" and cfg.data.faces != "synthetic" and release:
+        # what M actually rewrote in training (all steps, across resumes) and what the
+        # training frames hold: no joint run trains A on unmodified frames unnoticed
+        metrics.update(face_counts)
+        metrics.update(gan.rewrite_counts.result())
+        test = _action_data(cfg, "test")
+        if len(test):
+            metrics.update(action_metrics(cfg, modifier, detector, test))
+        else:  # e.g. a data set whose split file lists training videos only
+            print(f"{cfg.data.actions}: no test frames; frame-mAP not measured", file=sys.stderr)
+            metrics["num_test_frames"] = 0
+    if stage == "adversarial" and cfg.data.faces != "synthetic" and release and chief:
         from privacy_anon.training.release import release as hand_over
 
         metrics.update(hand_over(cfg, out, modifier, faces))
     from privacy_anon.io_utils import atomic_write_json
 
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(write / "metrics.json", metrics)
+    if task is not None:  # workers must end identical: one line to compare them by
+        print(f"worker {task}: step {int(step.numpy())} weights sha256 "
+              f"{weights_digest(modifier, classifier, detector)}", file=sys.stderr)
     return metrics
