@@ -33,13 +33,17 @@ def model_file(path: str | os.PathLike, file_name: str, flag: str = "",
 
 def load_model_file(path: Path, expected: type, flag: str = ""):
     """A Keras model from `path`, which must be an `expected` instance."""
+    import zipfile
+
+    where = f"{flag} {path}" if flag else str(path)
+    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):  # before Keras loads
+        raise InputError(f"{where}: not a .keras file (not a zip archive; truncated or another format?)")
     import keras
 
     # importing the model modules registers their classes for deserialization
     import privacy_anon.models.face_classifier  # noqa: F401
     import privacy_anon.models.modifier  # noqa: F401
 
-    where = f"{flag} {path}" if flag else str(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file

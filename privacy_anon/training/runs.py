@@ -308,7 +308,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
 
-    save_keras(modifier, out / "modifier.keras")
+    if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
+        save_keras(modifier, out / "modifier.keras")
     save_keras(classifier, out / "classifier.keras")
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(out / "detector" / "ckpt"))
