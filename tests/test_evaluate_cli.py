@@ -281,3 +281,16 @@ def test_folder_faces_use_cached_boxes_and_modify_faceless_images_whole(tmp_path
     assert set(faces.boxes) == {"Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg"}
     assert len(faces.pairs) % 10 == 0 and faces.images is None
     assert faces.fingerprint != folder_face_images(str(tmp_path / "lfw"), None, None, 0).fingerprint
+
+
+def test_one_flag_name_per_face_box_cache_old_names_still_parse(capsys):
+    from privacy_anon.cli import build_parser
+
+    parse = build_parser().parse_args
+    new = parse(["evaluate", "--methods", "none", "--out", "o", "--faces-box-cache", "A", "--actions-box-cache", "B"])
+    assert (new.faces_boxes, new.face_boxes) == ("A", "B") and capsys.readouterr().err == ""
+    old = parse(["evaluate", "--methods", "none", "--out", "o", "--faces-boxes", "A", "--face-boxes", "B"])
+    assert (old.faces_boxes, old.face_boxes) == ("A", "B")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["privacy-anon evaluate: warning: --faces-boxes is deprecated, use --faces-box-cache",
+                   "privacy-anon evaluate: warning: --face-boxes is deprecated, use --actions-box-cache"]

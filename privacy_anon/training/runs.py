@@ -189,6 +189,13 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int)
     return tf.data.Dataset.zip((face_ds, frames)).map(merge), data
 
 
+def _extension_chunk(done: int, steps: int, chunk: int) -> int:
+    """The largest chunk <= `chunk` that divides both `done` and `steps`: Keras epochs are
+    chunks, so a run resumed at `done` continues at a whole epoch and ends at `steps`."""
+    common = math.gcd(done, steps)
+    return max(d for d in range(1, min(common, chunk) + 1) if common % d == 0)
+
+
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | None = None, init_run: str | None = None,
           strategy=None, verbose: int | str = "auto") -> dict:
@@ -281,9 +288,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
     done = int(step.numpy())
-    if done % chunk:
-        raise InputError(f"{out}: checkpoint at step {done} is not a multiple of "
-                         f"train.checkpoint_every={chunk}; resume with the run's config.yaml")
+    if done % chunk:  # extending a run (e.g. --steps 20, then 25): chunks that fit both counts
+        chunk = _extension_chunk(done, steps, chunk)
+        chunks = steps // chunk
+        print(f"extending {out} from step {done} to {steps} (a checkpoint every {chunk} steps)",
+              file=sys.stderr)
 
     replicas = strategy.num_replicas_in_sync
     batch = t.face_batch_size
