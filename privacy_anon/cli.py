@@ -404,7 +404,21 @@ def quiet_native_logs(verbose: bool):
     if verbose:
         yield
         return
+    before = {k: os.environ.get(k) for k in QUIET_ENV}
     os.environ.update(QUIET_ENV)
+    try:
+        with _native_stderr_to_null():
+            yield
+    finally:  # a caller that runs main() in-process gets its environment back
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _native_stderr_to_null():
     if sys.stderr is not sys.__stderr__:
         yield
         return

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from skimage.data import astronaut
 
+from privacy_anon.cli import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 UNWRITABLE = "/proc/privacy-anon-test/out"  # cannot be created, even by root
 
@@ -196,7 +198,8 @@ def _save_models(d: Path):
 
 def _run(d: Path, argv: list[str]):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    env.pop("TF_CPP_MIN_LOG_LEVEL", None)  # the command itself must silence start-up logs
+    for name in QUIET_ENV:  # the command itself must silence start-up logs
+        env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "privacy_anon.cli", *argv], cwd=d, env=env,
                           capture_output=True, text=True, timeout=300)
 
