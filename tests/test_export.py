@@ -168,11 +168,18 @@ def test_cli_export_refuses_an_m_that_does_not_change_faces(tmp_path, capsys):
     identity = build_modifier(get_preset("tiny").modifier)
     assert identity.get_config()["output_mode"] == "residual"
     identity.save(tmp_path / "m.keras")
-    code = main(["export", str(tmp_path / "m.keras"), "--out", str(tmp_path / "bundle")])
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    import cv2
+
+    for i, crop in enumerate(face_crops()):
+        cv2.imwrite(str(faces / f"{i}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    code = main(["export", str(tmp_path / "m.keras"), "--representative", str(faces),
+                 "--out", str(tmp_path / "bundle")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert "refused" in err and "--min-change" in err and "0.00 px" in err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.keras"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "m.keras"]
     # the random-head M of the other tests moves faces well above the threshold
     from privacy_anon.export.tflite import DEFAULT_MIN_CHANGE, keras_outputs, representative_crops
 

@@ -201,7 +201,7 @@ def _run(d: Path, argv: list[str]):
     for name in QUIET_ENV:  # the command itself must silence start-up logs
         env.pop(name, None)
     return subprocess.run([sys.executable, "-m", "privacy_anon.cli", *argv], cwd=d, env=env,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
 
 
 @pytest.fixture(scope="module")

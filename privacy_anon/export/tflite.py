@@ -107,7 +107,10 @@ def load_modifier(source):
     """M from a FaceModifier, a `.keras` file, or a run directory holding `modifier.keras`."""
     if not isinstance(source, (str, os.PathLike)):
         return source
+    from privacy_anon.models.saving import check_keras_file
+
     path = modifier_path(source)
+    check_keras_file(path)
     import keras
 
     from privacy_anon.models.modifier import FaceModifier

@@ -31,13 +31,18 @@ def model_file(path: str | os.PathLike, file_name: str, flag: str = "",
     return path
 
 
-def load_model_file(path: Path, expected: type, flag: str = ""):
-    """A Keras model from `path`, which must be an `expected` instance."""
+def check_keras_file(path, where: str | None = None) -> None:
+    """InputError if a `.keras` file is not a zip archive: found before Keras (seconds) loads."""
     import zipfile
 
+    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"{where or path}: not a .keras file (not a zip archive; truncated or another format?)")
+
+
+def load_model_file(path: Path, expected: type, flag: str = ""):
+    """A Keras model from `path`, which must be an `expected` instance."""
     where = f"{flag} {path}" if flag else str(path)
-    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):  # before Keras loads
-        raise InputError(f"{where}: not a .keras file (not a zip archive; truncated or another format?)")
+    check_keras_file(path, where)
     import keras
 
     # importing the model modules registers their classes for deserialization
