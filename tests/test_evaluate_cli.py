@@ -52,9 +52,9 @@ def test_synthetic_faces_write_the_three_files(tmp_path, capsys, small_config, c
     # fewer are made, the same number of each kind, a multiple of the 10 folds
     assert report["methods"]["none"]["num_pairs"] % 20 == 0
     assert 200 <= report["methods"]["none"]["num_pairs"] <= 2 * 168
-    # the original embeds the same images as 'none': verification = re-identification there
-    none = report["methods"]["none"]
-    assert none["verification_accuracy"] == none["reid_accuracy"]
+    # D tells the people apart on unmodified faces, and masking the face takes that away
+    none, mask = report["methods"]["none"], report["methods"]["mask"]
+    assert none["reid_accuracy"] > mask["reid_accuracy"] + 0.1, report["methods"]
     assert report["run"]["faces"]["recognizer_name"].startswith("D-")
     assert (out / "tradeoff.png").read_bytes()[:8] == PNG_SIGNATURE
     table = (out / "per_class.md").read_text()
@@ -92,19 +92,25 @@ def test_pairs_file_for_synthetic_faces(tmp_path, capsys, small_config, cache):
 def test_learned_modifier_from_a_run_directory(tmp_path, capsys, small_config, cache):
     from privacy_anon.models.modifier import FaceModifier
 
-    run = tmp_path / "run"
-    run.mkdir()
-    m = FaceModifier(input_size=32, filters=4, num_blocks=1)
-    m.build()
-    m.save(run / "modifier.keras")
-    code, io = _run(capsys, *_faces(tmp_path, small_config, cache, "--modifier", run,
-                                    methods="none,learned"))
-    assert code == 0, io.err
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert set(report["methods"]) == {"none", "learned"}
-    # an untrained M outputs nearly flat faces: nothing left to verify by
-    assert report["methods"]["learned"]["verification_accuracy"] < \
-        report["methods"]["none"]["verification_accuracy"]
+    def evaluate(name, m):
+        run = tmp_path / name
+        run.mkdir()
+        m.build()
+        m.save(run / "modifier.keras")
+        code, io = _run(capsys, *_faces(tmp_path, small_config, cache, "--modifier", run,
+                                        methods="none,learned", out=f"out-{name}"))
+        assert code == 0, io.err
+        report = json.loads((tmp_path / f"out-{name}" / "report.json").read_text())
+        assert set(report["methods"]) == {"none", "learned"}
+        return {k: v["verification_accuracy"] for k, v in report["methods"].items()}
+
+    # The M in the run directory is what 'learned' applies: a fresh residual M (exactly the
+    # identity) scores as 'none' does; an untrained tanh M (nearly flat faces) far below it.
+    # (Whether a *trained* M hides identities is tests/test_claims.py's question.)
+    same = evaluate("identity", FaceModifier(input_size=64, filters=4, num_blocks=1, output_mode="residual"))
+    assert abs(same["learned"] - same["none"]) <= 0.02, same
+    flat = evaluate("flat", FaceModifier(input_size=32, filters=4, num_blocks=1))
+    assert flat["learned"] < flat["none"] - 0.1, flat
 
 
 def test_keras_modifier_keeps_crop_sizes():
@@ -281,3 +287,16 @@ def test_folder_faces_use_cached_boxes_and_modify_faceless_images_whole(tmp_path
     assert set(faces.boxes) == {"Ann/Ann_0001.jpg", "Bob/Bob_0001.jpg"}
     assert len(faces.pairs) % 10 == 0 and faces.images is None
     assert faces.fingerprint != folder_face_images(str(tmp_path / "lfw"), None, None, 0).fingerprint
+
+
+def test_one_flag_name_per_face_box_cache_old_names_still_parse(capsys):
+    from privacy_anon.cli import build_parser
+
+    parse = build_parser().parse_args
+    new = parse(["evaluate", "--methods", "none", "--out", "o", "--faces-box-cache", "A", "--actions-box-cache", "B"])
+    assert (new.faces_boxes, new.face_boxes) == ("A", "B") and capsys.readouterr().err == ""
+    old = parse(["evaluate", "--methods", "none", "--out", "o", "--faces-boxes", "A", "--face-boxes", "B"])
+    assert (old.faces_boxes, old.face_boxes) == ("A", "B")
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["privacy-anon evaluate: warning: --faces-boxes is deprecated, use --faces-box-cache",
+                   "privacy-anon evaluate: warning: --face-boxes is deprecated, use --actions-box-cache"]

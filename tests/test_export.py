@@ -126,6 +126,9 @@ def test_cli_export_float16_zip_from_run_dir(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     tiny_modifier().save(run / "modifier.keras")
+    measured = {"stage": "adversarial", "steps": 400, "d_accuracy_original": 0.97,
+                "d_accuracy_modified": 0.21, "ssim_modified": 0.55, "minutes": 3.0}
+    (run / "metrics.json").write_text(json.dumps(measured))  # as `train` writes it
     faces = tmp_path / "faces"
     faces.mkdir()
     import cv2
@@ -142,6 +145,11 @@ def test_cli_export_float16_zip_from_run_dir(tmp_path, capsys):
 
     bundle = load_bundle(tmp_path / "bundle.zip")
     assert bundle.manifest["modifier"]["quantize"] == "float16"
+    # the bundle says what it is: the exporting run's held-out figures, and how much M moves faces
+    training = bundle.manifest["training"]
+    assert training["run_metrics"] == {k: v for k, v in measured.items() if k != "minutes"}
+    assert training["checkpoint"] == str(run / "modifier.keras")
+    assert training["mean_change_px"] > 2.0 == training["min_change_px"]
     assert bundle.modifier().input_dtype == np.float32
 
 
@@ -152,3 +160,30 @@ def test_cli_export_bad_checkpoint_is_one_line_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and str(bad) in err
     assert not (tmp_path / "bundle").exists()
+
+
+def test_cli_export_refuses_an_m_that_does_not_change_faces(tmp_path, capsys):
+    """A fresh residual M is exactly the identity: exporting it would ship faces untouched."""
+    from privacy_anon.config import get_preset
+    from privacy_anon.models.modifier import build_modifier
+
+    identity = build_modifier(get_preset("tiny").modifier)
+    assert identity.get_config()["output_mode"] == "residual"
+    identity.save(tmp_path / "m.keras")
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    import cv2
+
+    for i, crop in enumerate(face_crops()):
+        cv2.imwrite(str(faces / f"{i}.png"), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    code = main(["export", str(tmp_path / "m.keras"), "--representative", str(faces),
+                 "--out", str(tmp_path / "bundle")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "refused" in err and "--min-change" in err and "0.00 px" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces", "m.keras"]
+    # the random-head M of the other tests moves faces well above the threshold
+    from privacy_anon.export.tflite import DEFAULT_MIN_CHANGE, keras_outputs, representative_crops
+
+    crops = representative_crops(face_crops(), 64)
+    assert np.abs(keras_outputs(tiny_modifier(), crops).astype(int) - crops).mean() > DEFAULT_MIN_CHANGE

@@ -157,6 +157,8 @@ def adapt(argv: list[str], slow: bool) -> list[str] | None:
         _set(argv, "--steps", "1" if stage in ("joint", "finetune") else "2")
         if "--preset" in argv and argv[argv.index("--preset") + 1] == "paper":
             _set(argv, "--preset", "tiny")  # the paper's sizes take minutes a step on a CPU
+    if cmd == "export":
+        argv += ["--min-change", "0"]  # M here trained 2 steps: not an M that changes faces yet
     if cmd == "evaluate" and "--actions" in argv:
         if slow:
             _set(argv, "--detector-steps", "2")

@@ -38,18 +38,20 @@ def test_classifier_then_adversarial_stage(tmp_path):
     metrics = json.loads((d_run / "metrics.json").read_text())
     assert metrics["d_accuracy_original"] > 0.5  # 6 identities: chance is 0.17
     assert (d_run / "config.yaml").is_file() and (d_run / "classifier.keras").is_file()
+    assert not (d_run / "modifier.keras").exists()  # M is untrained in this stage: nothing to export
 
     proc = _cli(["--stage", "adversarial", "--steps", "20", "--classifier-checkpoint", str(d_run),
                  "--out", str(m_run)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((m_run / "metrics.json").read_text())
-    for key in ("d_accuracy_original", "d_accuracy_modified", "ssim_modified"):
-        assert 0 <= metrics[key] <= 1
+    print({k: v for k, v in metrics.items() if k != "train"})
     # Even 20 steps of the game push D's belief in the true identity down (M's loss, the
     # non-saturating -log(1 - p_id), falls by more than half) while M keeps the structure.
     # The held-out accuracy drop needs the demo's 400 steps (tests/test_demo.py, slow).
     assert metrics["loss_adv_last"] < 0.5 * metrics["loss_adv_first"], metrics
-    assert metrics["d_accuracy_modified"] <= metrics["d_accuracy_original"], metrics
+    # M left the identity it starts as (residual output: L1 and 1 - SSIM are exactly 0 there)
+    assert metrics["loss_l1_first"] < 1e-4 < 0.005 < metrics["loss_l1_last"], metrics
+    assert metrics["ssim_modified"] < 0.995, metrics
     assert metrics["ssim_modified"] > 0.3, metrics
     rows = [json.loads(l) for l in (m_run / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 10, 20]
@@ -83,6 +85,23 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     rows = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == saved + 10
     assert json.loads((run / "metrics.json").read_text())["steps"] == saved + 10
+
+
+def test_finished_run_extends_to_more_steps(tmp_path):
+    """`--steps 20`, then the same command with `--steps 25`: the run goes on from its step-20
+    checkpoint (with the tiny preset's checkpoint_every=50 the two runs' chunks differ)."""
+    run = tmp_path / "r"
+    cmd = [sys.executable, "-m", "privacy_anon.cli", "train", "--stage", "classifier", "--data", "synthetic",
+           "--out", str(run)]
+    first = subprocess.run(cmd + ["--steps", "20"], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run(cmd + ["--steps", "25"], capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert f"resuming {run} at step 20" in second.stderr
+    rows = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 20, 25]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 25
+    assert max(int(p.name.split("-")[1].split(".")[0]) for p in (run / "checkpoints").glob("ckpt-*.index")) == 25
 
 
 MIRRORED = textwrap.dedent("""

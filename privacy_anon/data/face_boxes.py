@@ -336,8 +336,8 @@ def detect_faces_in_dataset(dataset: str | Path, fmt: str, cache: str | Path, de
             skipped += done
             todo_frames += len(group.files) - done
 
-    bar = tqdm(total=todo_frames, unit="frame", desc="detect-faces", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=todo_frames, unit="frame", desc="detect-faces", dynamic_ncols=True,
+               disable=None if progress else True)  # None: no bar when stderr is not a terminal
     try:
         for group in listing.groups:
             state = states[group.name]

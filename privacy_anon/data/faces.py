@@ -170,8 +170,9 @@ def load_identity_folder(root: str | Path, size: int, landmarks_csv: str | Path 
     label_of = {n: i for i, n in enumerate(names)}
     images = np.empty((len(items), size, size, 3), np.uint8)
     landmarks = np.full((len(items), 5, 2), np.nan, np.float32)
-    for i, (rel, ident) in enumerate(tqdm(items, desc=f"reading {root.name}", disable=not progress,
-                                          unit="img")):
+    # disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+    for i, (rel, ident) in enumerate(tqdm(items, desc=f"reading {root.name}",
+                                          disable=None if progress else True, unit="img")):
         image = _read_image(root / rel)
         h, w = image.shape[:2]
         if marks is not None and face_crop > 0:

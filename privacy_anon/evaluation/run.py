@@ -343,19 +343,20 @@ def load_action_splits(req: EvalRequest, cfg, seed: int):
         from privacy_anon.data.face_boxes import load_face_boxes
 
         boxes = load_face_boxes(req.face_boxes, root)
-    else:
-        warnings.warn("no --face-boxes: frames have no face boxes, so every method leaves them "
-                      "unchanged (run `privacy-anon detect-faces` first)", stacklevel=2)
     if fmt == "jhmdb":
-        return (A.read_jhmdb(root, "train", face_boxes=boxes), A.read_jhmdb(root, "test", face_boxes=boxes))
-    if fmt == "daly":
+        splits = A.read_jhmdb(root, "train", face_boxes=boxes), A.read_jhmdb(root, "test", face_boxes=boxes)
+    elif fmt == "daly":
         if not req.daly_annotations:
             raise InputError("--actions-format daly needs --daly-annotations daly1.1.0.pkl "
                              "(and --actions the extracted frames folder)")
-        return (A.read_daly(req.daly_annotations, root, "train", face_boxes=boxes),
-                A.read_daly(req.daly_annotations, root, "test", face_boxes=boxes))
-    data = A.read_csv(root, size, face_boxes=boxes)
-    return _split_records(data, seed)
+        splits = (A.read_daly(req.daly_annotations, root, "train", face_boxes=boxes),
+                  A.read_daly(req.daly_annotations, root, "test", face_boxes=boxes))
+    else:
+        splits = _split_records(A.read_csv(root, size, face_boxes=boxes), seed)
+    if boxes is None:  # warned once the inputs have loaded, so a bad input is one line
+        warnings.warn("no --actions-box-cache: frames have no face boxes, so every method leaves them "
+                      "unchanged (run `privacy-anon detect-faces` first)", stacklevel=2)
+    return splits
 
 
 def _split_records(data, seed: int, test_fraction: float = 0.3):

@@ -30,10 +30,17 @@ from pathlib import Path
 import numpy as np
 
 from privacy_anon.errors import InputError
+from privacy_anon.io_utils import check_can_write
 from privacy_anon.runtime import bundle as bundle_format
 
 QUANTIZE_MODES = ("int8", "float16", "dynamic", "none")
 DEFAULT_MIN_PSNR = 30.0  # dB, int8 (or other) model against the Keras float model
+# Mean |M(f) - f| (pixels, 0..255) on the calibration faces below which M is refused: a fresh
+# residual M is exactly the identity (0), a trained one moves faces by tens of pixels.
+DEFAULT_MIN_CHANGE = 2.0
+# What `bundle.json` copies from the exporting run's metrics.json (held-out figures), if present.
+RUN_METRIC_KEYS = ("stage", "steps", "preset", "d_accuracy_original", "d_accuracy_modified", "ssim_modified",
+                   "independent_accuracy_original", "independent_accuracy_modified", "yardstick", "heldout")
 MAX_REPRESENTATIVE = 200  # calibration crops used at most
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -61,15 +68,10 @@ class ExportReport:
 # ----------------------------------------------------------------------------- model
 
 
-def load_modifier(source):
-    """M from a FaceModifier, a `.keras` file, or a run directory holding `modifier.keras`."""
-    from privacy_anon.models.modifier import FaceModifier
-    from privacy_anon.models.saving import load_model_file
+def modifier_path(source) -> Path:
+    """The `.keras` file of M: `source` itself, or the run directory's `modifier.keras`.
 
-    if isinstance(source, FaceModifier):
-        return source
-    import keras
-
+    Checked before Keras loads, so a wrong path fails in a second."""
     path = Path(source)
     if path.is_dir():
         candidates = [path / "modifier.keras", *sorted(path.glob("**/modifier.keras"))]
@@ -79,6 +81,41 @@ def load_modifier(source):
         path = found
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
+    return path
+
+
+def run_metrics(source) -> dict | None:
+    """The held-out figures of the run that trained M (its `metrics.json`), or None.
+
+    Keys are read defensively (`RUN_METRIC_KEYS`, whichever the run wrote): runs of other
+    stages and versions write different sets."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    metrics = modifier_path(source).parent / "metrics.json"
+    if not metrics.is_file():
+        return None
+    try:
+        data = json.loads(metrics.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(f"{metrics}: not readable JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{metrics}: expected a JSON object")
+    return {k: data[k] for k in RUN_METRIC_KEYS if k in data}
+
+
+def load_modifier(source):
+    """M from a FaceModifier, a `.keras` file, or a run directory holding `modifier.keras`."""
+    if not isinstance(source, (str, os.PathLike)):
+        return source
+    from privacy_anon.models.saving import check_keras_file
+
+    path = modifier_path(source)
+    check_keras_file(path)
+    import keras
+
+    from privacy_anon.models.modifier import FaceModifier
+    from privacy_anon.models.saving import load_model_file
+
     model = load_model_file(path, keras.Model)  # a FaceModifier, or a model holding one
     if not isinstance(model, FaceModifier):
         inner = getattr(model, "modifier", None)
@@ -226,8 +263,8 @@ def _crops_from_folder(folder: Path, limit: int) -> list[np.ndarray]:
     crops = []
     for path in files:
         bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            continue
+        if bgr is None:  # a calibration set with holes would be quietly smaller: say so
+            raise InputError(f"{path}: not a readable image (in the representative face folder)")
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         boxes, _, _ = detector.detect(image)
         if len(boxes):
@@ -271,7 +308,7 @@ def op_types(tflite_path) -> list[str]:
 def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=None,
                   zip: bool = False, min_psnr: float = DEFAULT_MIN_PSNR, enlarge: float = 1.6,
                   detector_threshold: float | None = None, batch: int | None = 1,
-                  verbose: bool = True) -> ExportReport:
+                  verbose: bool = True, min_change: float = DEFAULT_MIN_CHANGE) -> ExportReport:
     """Converts M and writes the deployable bundle (folder, or `.zip` with `zip=True`).
 
     Args:
@@ -290,6 +327,9 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
         batch: the model's batch size: 1 (fixed, fastest per crop on CPU) or None (dynamic:
             the runtime batches crops into one call).
         verbose: print the quality line.
+        min_change: refuse (InputError) an M whose mean |M(f) - f| on the representative
+            faces is below this (pixels, 0..255): an untrained M that lets faces through.
+            0 exports any M.
 
     Returns:
         An `ExportReport` (path, PSNR, SSIM, sizes, op types).
@@ -304,9 +344,17 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
     if zip and out.suffix.lower() != ".zip":
         out = out.with_name(out.name + ".zip")
     _check_writable(out)
+    trained = run_metrics(modifier_or_path)
     modifier = load_modifier(modifier_or_path)
     size = modifier.input_size
     crops = representative_crops(representative, size)
+    reference = keras_outputs(modifier, crops)
+    change = float(np.abs(reference.astype(np.int16) - crops).mean())
+    if change < min_change:
+        raise InputError(f"{modifier_or_path if isinstance(modifier_or_path, (str, os.PathLike)) else 'M'}: "
+                         f"refused: M changes the {len(crops)} calibration faces by {change:.2f} px on "
+                         f"average (mean |M(f) - f|, 0..255), below --min-change {min_change:g}, so faces "
+                         f"would pass un-anonymized (train M longer, or --min-change 0 to export anyway)")
     if batch not in (None, 1):
         raise InputError(f"batch must be 1 (fixed) or None (dynamic), got {batch!r}")
     data = convert_modifier(modifier, quantize, crops, batch)
@@ -314,13 +362,16 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
     det_cfg = FaceDetectionConfig()
     threshold = det_cfg.blazeface_only_threshold if detector_threshold is None else float(detector_threshold)
     parent = out.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write here ({exc.strerror or exc})") from None
     try:
         (staging / bundle_format.MODIFIER_FILE).write_bytes(data)
         shutil.copyfile(blazeface_model_path(), staging / bundle_format.DETECTOR_FILE)
         runtime_m = TFLiteModifier(staging / bundle_format.MODIFIER_FILE, input_size=size, num_threads=2)
-        scores = compare(keras_outputs(modifier, crops), runtime_m.run(crops))
+        scores = compare(reference, runtime_m.run(crops))
         report = ExportReport(path=out, quantize=quantize, num_faces=len(crops), modifier_bytes=len(data),
                               op_types=op_types(staging / bundle_format.MODIFIER_FILE), **scores)
         if verbose:
@@ -330,6 +381,7 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
                              f"model on {len(crops)} faces, below --min-psnr {min_psnr:g} "
                              f"(try quantize=float16, a residual output mode, or lower --min-psnr)")
         manifest = _manifest(modifier, quantize, runtime_m, report, enlarge, threshold, det_cfg, staging)
+        manifest["training"] = _training_facts(modifier_or_path, trained, change, min_change)
         (staging / bundle_format.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if zip:
             _zip_into_place(staging, out)
@@ -341,11 +393,7 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
 
 
 def _check_writable(out: Path) -> None:
-    ancestor = out.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
-        raise InputError(f"{out}: cannot write the bundle here ({ancestor} is not a writable folder)")
+    check_can_write(out)
     is_zip = out.suffix.lower() == ".zip"
     if out.exists() and out.is_dir() == is_zip:
         raise InputError(f"{out}: exists and is not a bundle {'.zip file' if is_zip else 'folder'}")
@@ -400,6 +448,19 @@ def _manifest(modifier, quantize, runtime_m, report, enlarge, threshold, det_cfg
         "files": files,
         "versions": versions,
     }
+
+
+def _training_facts(source, metrics: dict | None, change: float, min_change: float) -> dict:
+    """What the bundle is: the checkpoint, its run's held-out figures, how much M changes faces."""
+    facts = {"checkpoint": str(modifier_path(source)) if isinstance(source, (str, os.PathLike)) else None,
+             "mean_change_px": round(change, 3), "min_change_px": min_change,
+             "change_measured_on": "the representative crops (mean |M(f) - f|, Keras float model)"}
+    if metrics is None:
+        facts["run_metrics"] = None
+        facts["note"] = "no metrics.json beside the checkpoint: nothing measured on held-out faces is known"
+    else:
+        facts["run_metrics"] = metrics
+    return facts
 
 
 def _replace_dir(staging: Path, out: Path) -> None:

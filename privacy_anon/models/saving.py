@@ -31,15 +31,24 @@ def model_file(path: str | os.PathLike, file_name: str, flag: str = "",
     return path
 
 
+def check_keras_file(path, where: str | None = None) -> None:
+    """InputError if a `.keras` file is not a zip archive: found before Keras (seconds) loads."""
+    import zipfile
+
+    if Path(path).suffix == ".keras" and not zipfile.is_zipfile(path):
+        raise InputError(f"{where or path}: not a .keras file (not a zip archive; truncated or another format?)")
+
+
 def load_model_file(path: Path, expected: type, flag: str = ""):
     """A Keras model from `path`, which must be an `expected` instance."""
+    where = f"{flag} {path}" if flag else str(path)
+    check_keras_file(path, where)
     import keras
 
     # importing the model modules registers their classes for deserialization
     import privacy_anon.models.face_classifier  # noqa: F401
     import privacy_anon.models.modifier  # noqa: F401
 
-    where = f"{flag} {path}" if flag else str(path)
     try:
         model = keras.saving.load_model(path, compile=False)
     except Exception as exc:  # Keras raises many types for a bad file

@@ -1,7 +1,7 @@
 """The on-device runtime: bundle loading, the per-frame pipeline, video I/O.
 
 Imports only numpy, OpenCV, PyAV and the LiteRT interpreter, never TensorFlow, so it installs
-alone (`pip install privacy-anon[runtime]` without TensorFlow) on a Raspberry Pi or a laptop.
+alone (`pip install privacy-anon`, the base install: no TensorFlow) on a Raspberry Pi or a laptop.
 
 Example:
     >>> from privacy_anon.runtime import Anonymizer

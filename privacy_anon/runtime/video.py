@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -149,20 +150,44 @@ def anonymize_paths(anonymizer, inputs, output, codec: str | None = None, qualit
         if kind == "video":
             _probe(source)
     results = []
-    for kind, source, dst in jobs:
-        anonymizer.reset()
-        if kind == "image":
-            results.append(anonymize_image_file(anonymizer, source, dst))
-        elif kind == "video":
-            results.append(anonymize_video(anonymizer, source, dst, codec=codec, quality=quality,
-                                           preview=preview, progress=progress))
-        else:
-            results.append(anonymize_camera(anonymizer, source, dst, codec=codec, quality=quality,
-                                            preview=preview, progress=progress, max_frames=max_frames))
+    new_folders = sorted({p for _, _, dst in jobs for p in Path(dst).parents if not p.exists()},
+                         key=lambda p: len(p.parts), reverse=True)
+    images = sum(kind == "image" for kind, _, _ in jobs)
+    bar = _progress(progress and images > 1, images, "images", unit="image")  # folders of photos
+    try:
+        for kind, source, dst in jobs:
+            anonymizer.reset()
+            if kind == "image":
+                results.append(anonymize_image_file(anonymizer, source, dst))
+                if bar is not None:
+                    bar.update(1)
+            elif kind == "video":
+                results.append(anonymize_video(anonymizer, source, dst, codec=codec, quality=quality,
+                                               preview=preview, progress=progress))
+            else:
+                results.append(anonymize_camera(anonymizer, source, dst, codec=codec, quality=quality,
+                                                preview=preview, progress=progress, max_frames=max_frames))
+    except Exception:
+        # A bad file part-way through a folder: the outputs of this run go too, so a folder
+        # is never left half-done (the error names the file to fix or remove).
+        _remove_outputs([r["output"] for r in results if r.get("output")], new_folders)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
     summary = {"method": anonymizer.name, "enlarge": anonymizer.enlarge, "inputs": results}
     if boxes_json is not None:
         atomic_write_json(boxes_json, summary)
     return summary
+
+
+def _remove_outputs(files, new_folders) -> None:
+    for f in files:
+        with contextlib.suppress(OSError):
+            os.remove(f)
+    for folder in new_folders:  # deepest first; only if empty
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 # ----------------------------------------------------------------------------- images
@@ -398,12 +423,13 @@ def _estimate_frames(container, rate) -> int | None:
     return int(round(container.duration / 1_000_000 * float(rate)))
 
 
-def _progress(enabled: bool, total, desc: str):
+def _progress(enabled: bool, total, desc: str, unit: str = "frame"):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit="frame", file=sys.stderr, dynamic_ncols=True)
+    # disable=None: no bar when stderr is not a terminal (a log file, a pipe)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True, disable=None)
 
 
 def _check_preview() -> None:

@@ -360,6 +360,13 @@ def weights_digest(*models) -> str:
     return digest.hexdigest()
 
 
+def _extension_chunk(done: int, steps: int, chunk: int) -> int:
+    """The largest chunk <= `chunk` that divides both `done` and `steps`: Keras epochs are
+    chunks, so a run resumed at `done` continues at a whole epoch and ends at `steps`."""
+    common = math.gcd(done, steps)
+    return max(d for d in range(1, min(common, chunk) + 1) if common % d == 0)
+
+
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | None = None, init_run: str | None = None,
           strategy=None, verbose: int | str = "auto", release: bool = True) -> dict:
@@ -481,9 +488,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
     done = int(step.numpy())
-    if done % chunk:
-        raise InputError(f"{out}: checkpoint at step {done} is not a multiple of "
-                         f"train.checkpoint_every={chunk}; resume with the run's config.yaml")
+    if done % chunk:  # extending a run (e.g. --steps 20, then 25): chunks that fit both counts
+        chunk = _extension_chunk(done, steps, chunk)
+        chunks = steps // chunk
+        print(f"extending {out} from step {done} to {steps} (a checkpoint every {chunk} steps)",
+              file=sys.stderr)
 
     replicas = strategy.num_replicas_in_sync
     batch = t.face_batch_size
@@ -512,7 +521,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
 
-    save_keras(modifier, write / "modifier.keras")
+    if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
+        save_keras(modifier, write / "modifier.keras")
     save_keras(classifier, write / "classifier.keras")
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
