@@ -11,7 +11,9 @@ import configparser
 cfg = configparser.ConfigParser()
 cfg.read("setup.cfg")
 extras = cfg["options.extras_require"]
-lines = [l.strip() for name in ("runtime", "beam") for l in extras[name].splitlines()]
+# the base install is the TensorFlow-free runtime; then the runtime and beam extras
+texts = [cfg["options"]["install_requires"]] + [extras[name] for name in ("runtime", "beam")]
+lines = [l.strip() for text in texts for l in text.splitlines()]
 print("\n".join(l for l in lines if l and not l.startswith("#")))
 PYEOF
 )
