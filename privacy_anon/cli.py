@@ -275,7 +275,7 @@ def _add_evaluate(sub):
     p.add_argument("--cache", help="folder for embedding caches (reused across runs)")
     p.add_argument("--no-paper", action="store_true", help="leave out the paper's Table 1 rows")
     p.add_argument("--progress", action="store_true", help="show progress bars")
-    y = p.add_argument_group("the yardstick (--faces DIR --faces-boxes CACHE --recognizer dlib)")
+    y = p.add_argument_group("the yardstick (--faces DIR --faces-box-cache CACHE --recognizer dlib)")
     y.add_argument("--identities", metavar="FILE",
                    help="only these identity folders (one name per line), e.g. RUN/heldout_identities.txt")
     y.add_argument("--max-photos", type=int, default=None, metavar="N",

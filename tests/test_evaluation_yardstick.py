@@ -209,7 +209,7 @@ def test_measures_of_one_photo():
 
 def _evaluate(capsys, photo_set, tmp_path, *extra, methods="none,mask"):
     root, cache = photo_set
-    code = main(["evaluate", "--methods", methods, "--faces", str(root), "--faces-boxes", str(cache),
+    code = main(["evaluate", "--methods", methods, "--faces", str(root), "--faces-box-cache", str(cache),
                  "--recognizer", "dlib", "--out", str(tmp_path / "out"), *map(str, extra)])
     return code, capsys.readouterr()
 

@@ -537,7 +537,7 @@ def run_yardstick_request(cfg, req: EvalRequest) -> dict:
     from privacy_anon.evaluation.yardstick import measure_methods
 
     if req.actions:
-        raise InputError("--actions cannot be combined with the yardstick (--faces DIR --faces-boxes "
+        raise InputError("--actions cannot be combined with the yardstick (--faces DIR --faces-box-cache "
                          "CACHE --recognizer dlib): evaluate actions in a separate run")
     if req.max_photos is not None and req.max_photos < 2:
         raise InputError(f"--max-photos must be >= 2, got {req.max_photos}")
@@ -574,7 +574,7 @@ def run_evaluation(cfg, req: EvalRequest) -> dict:
                                       ("--bundle", req.bundle)) if value is not None]
     if extra or req.attacker != "box":
         raise InputError(f"{(extra or ['--attacker'])[0]} is for the yardstick: give --faces DIR "
-                         "--faces-boxes CACHE --recognizer dlib (and no --pairs)")
+                         "--faces-box-cache CACHE --recognizer dlib (and no --pairs)")
     seed = cfg.train.seed
     start = time.perf_counter()
     methods = resolve_methods(req.methods, req.modifier)

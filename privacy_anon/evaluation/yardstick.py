@@ -10,7 +10,7 @@
 `run_yardstick(faces_root, boxes_cache, identities, methods, out_dir, max_photos=300,
 workers=2, seed=0, progress=True, ...) -> {method: {...}}` is the entry point (the
 `train` command calls it on held-out identities; `privacy-anon evaluate --faces DIR
---faces-boxes CACHE --recognizer dlib` runs it too). It writes `report.json`,
+--faces-box-cache CACHE --recognizer dlib` runs it too). It writes `report.json`,
 `privacy_plane.png` (re-identification vs still-a-face, one point per method),
 `before_after.png` and `yardstick.md` into `out_dir`.
 
