@@ -331,7 +331,8 @@ def _cut_short(stream, src: Path) -> bool:
     """True if the container's index lists frame data past the end of the file (a truncated
     MP4/MOV/AVI: the demuxer then just stops early, with no error)."""
     size = os.path.getsize(src)
-    return any(entry.pos + entry.size > size for entry in stream.index_entries if entry.pos >= 0)
+    entries = getattr(stream, "index_entries", ())  # not in older PyAV: no check
+    return any(entry.pos + entry.size > size for entry in entries if entry.pos >= 0)
 
 
 def _video_stream(out, codec: str | None, dst: Path, width: int, height: int, rate, quality):
