@@ -275,7 +275,7 @@ class Orientation:
     @classmethod
     def of_frame(cls, frame, stream) -> "Orientation":
         """The first frame's display matrix, else the stream's `rotate` tag (clockwise degrees,
-        as FFmpeg before 5.0 exported it and Matroska files remuxed then still carry)."""
+        as older FFmpeg versions exported it and files remuxed by them, e.g. Matroska, carry)."""
         av = _av()
         for side in frame.side_data:
             if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
@@ -283,9 +283,9 @@ class Orientation:
         tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
         try:
             angle = math.radians(-float(tag))  # counter-clockwise, as the matrix has it
-        except (TypeError, ValueError):
+            cos, sin = round(math.cos(angle)), round(math.sin(angle))
+        except (TypeError, ValueError, OverflowError):  # no tag, not a number, nan / inf
             return cls()
-        cos, sin = round(math.cos(angle)), round(math.sin(angle))
         return cls([cos, -sin, 0, sin, cos, 0, 0, 0, 1])
 
     @property
