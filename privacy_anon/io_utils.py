@@ -32,15 +32,24 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
-        if Path(tmp).is_file():  # mkstemp makes 0600; give the file the usual umask mode
-            mask = os.umask(0)
-            os.umask(mask)
-            os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
+        publish(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
         raise
+
+
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Renames a finished temporary file (from `atomic_path`) to `path`, with the usual mode.
+
+    Also for keeping a temporary file under another name than the target's, as a video cut
+    short by a decode error is kept as `NAME.partial.EXT`.
+    """
+    if Path(tmp).is_file():  # mkstemp makes 0600; give the file the usual umask mode
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, path)
 
 
 def check_can_write(path: str | os.PathLike) -> None:

@@ -1,9 +1,12 @@
 """Reading and writing what `privacy-anon anonymize` works on: images, videos, folders, cameras.
 
 Videos are decoded and encoded with PyAV (FFmpeg's libraries): audio streams are copied
-packet by packet (not re-encoded), the frame rate, size and timestamps are kept. Every output
-is written to a temporary file beside the target and renamed when complete, so a crash or an
-error leaves no half file. No TensorFlow here.
+packet by packet (not re-encoded), the frame rate, size and timestamps are kept. A video
+whose container says to display it rotated (a phone's portrait clip) is turned upright
+before the detector sees it and written upright, with no rotation left to apply. Every
+output is written to a temporary file beside the target and renamed when complete, so a
+crash or an error leaves no half file; a video whose decoding fails part-way keeps the
+frames anonymized so far as `NAME.partial.EXT` and is still an error. No TensorFlow here.
 
 Example:
     >>> from privacy_anon.runtime import Anonymizer
@@ -13,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -23,7 +27,7 @@ import cv2
 import numpy as np
 
 from privacy_anon.errors import InputError
-from privacy_anon.io_utils import atomic_path, atomic_write_bytes, atomic_write_json
+from privacy_anon.io_utils import atomic_path, atomic_write_bytes, atomic_write_json, publish
 from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, prefetch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -244,6 +248,93 @@ def _first_line(exc) -> str:
     return str(exc).split("\n")[0]
 
 
+class _DecodeFailed(Exception):
+    """Decoding stopped part-way (raised on the reader thread): the frames before are kept."""
+
+
+class Orientation:
+    """How a stored video frame is turned to be displayed: transpose, then flip rows / columns.
+
+    Built from FFmpeg's display matrix (what MP4/MOV's track matrix, as phones write it, is
+    read as) or from a legacy `rotate` tag; angles that are not a multiple of 90 degrees are
+    taken to the nearest one (phones write only those).
+    """
+
+    def __init__(self, matrix=None):
+        # FFmpeg's display matrix maps a stored pixel (x, y) to (a x + c y, b x + d y)
+        a, b, c, d = (0, 0, 0, 0) if matrix is None else (matrix[0], matrix[1], matrix[3], matrix[4])
+        if matrix is None or abs(a) + abs(d) >= abs(b) + abs(c):
+            self.transpose, self.flip_cols, self.flip_rows = False, a < 0, d < 0
+        else:  # x' ~ c y, y' ~ b x: rows and columns swap
+            self.transpose, self.flip_cols, self.flip_rows = True, c < 0, b < 0
+        # for the summary, as ffprobe reports them: counter-clockwise degrees (FFmpeg's
+        # av_display_rotation_get) and whether the matrix also mirrors
+        self.rotation = 0 if matrix is None else round(-math.degrees(math.atan2(b, a)))
+        self.mirrored = matrix is not None and a * d - b * c < 0
+
+    @classmethod
+    def of_frame(cls, frame, stream) -> "Orientation":
+        """The first frame's display matrix, else the stream's `rotate` tag (clockwise degrees,
+        as older FFmpeg versions exported it and files remuxed by them, e.g. Matroska, carry)."""
+        av = _av()
+        for side in frame.side_data:
+            if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+                return cls(np.frombuffer(bytes(side), np.int32)[:9].tolist())
+        tag = next((v for k, v in stream.metadata.items() if k.lower() == "rotate"), None)
+        try:
+            angle = math.radians(-float(tag))  # counter-clockwise, as the matrix has it
+            cos, sin = round(math.cos(angle)), round(math.sin(angle))
+        except (TypeError, ValueError, OverflowError):  # no tag, not a number, nan / inf
+            return cls()
+        return cls([cos, -sin, 0, sin, cos, 0, 0, 0, 1])
+
+    @property
+    def upright(self) -> bool:
+        return not (self.transpose or self.flip_rows or self.flip_cols)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """Displayed (width, height) of a stored width x height frame."""
+        return (height, width) if self.transpose else (width, height)
+
+    def apply(self, image: np.ndarray) -> np.ndarray:
+        """The stored (H, W, C) frame as it is displayed."""
+        if self.upright:
+            return image
+        if self.transpose:
+            image = image.transpose(1, 0, 2)
+        if self.flip_rows:
+            image = image[::-1]
+        if self.flip_cols:
+            image = image[:, ::-1]
+        return np.ascontiguousarray(image)
+
+
+def _orientation(av, src: Path) -> Orientation:
+    """Read from the first decodable frame; upright if none decodes (the main loop says why)."""
+    try:
+        with av.open(str(src)) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                return Orientation.of_frame(frame, stream)
+    except (av.FFmpegError, IndexError):
+        pass
+    return Orientation()
+
+
+def partial_path(dst) -> Path:
+    """Where the anonymized frames before a decode error go: `NAME.partial.EXT` beside `dst`."""
+    dst = Path(dst)
+    return dst.with_name(f"{dst.stem}.partial{dst.suffix}")
+
+
+def _cut_short(stream, src: Path) -> bool:
+    """True if the container's index lists frame data past the end of the file (a truncated
+    MP4/MOV/AVI: the demuxer then just stops early, with no error)."""
+    size = os.path.getsize(src)
+    entries = getattr(stream, "index_entries", ())  # not in older PyAV: no check
+    return any(entry.pos + entry.size > size for entry in entries if entry.pos >= 0)
+
+
 def _video_stream(out, codec: str | None, dst: Path, width: int, height: int, rate, quality):
     """Adds the output video stream: codec by suffix, a pixel format the codec takes."""
     av = _av()
@@ -277,14 +368,22 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                     preview: bool = False, progress: bool = True, overlap: int = DEFAULT_DEPTH) -> dict:
     """Anonymizes a video file into `dst`, keeping audio, frame rate, size and timestamps.
 
+    A rotated video (display matrix or `rotate` tag) is turned upright before anonymizing
+    and written upright with no rotation (its width and height swap for 90 / 270 degrees):
+    the frames the detector saw are the frames written, and every player, and every
+    container (AVI, MPEG, WebM carry no display matrix), shows them the same way.
+
     Decoding and encoding run on their own threads, `overlap` frames ahead / behind
     (`runtime.overlap`; 0: all in this thread, the same output).
 
     Returns:
-        `{"input", "output", "type", "frames": [per-frame dicts], "fps", "written", ...}`.
+        `{"input", "output", "type", "frames": [per-frame dicts], "fps", "written",
+        "rotation", "mirrored", ...}`.
 
     Raises:
         InputError: unreadable or corrupt input, unwritable output; the output is then absent.
+            If decoding fails after some frames (corrupt data, a file cut short), those
+            frames, anonymized, are kept as `partial_path(dst)` and the error names it.
     """
     av = _av()
     src, dst = Path(src), Path(dst)
@@ -296,6 +395,7 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
         source = av.open(str(src))
     except av.FFmpegError as exc:
         raise InputError(f"{src}: not a readable video ({_first_line(exc)})") from None
+    bar = None
     try:
         if not source.streams.video:
             raise InputError(f"{src}: no video stream")
@@ -303,10 +403,12 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
         vin.thread_type = "AUTO"
         rate = vin.average_rate or vin.guessed_rate or Fraction(25)
         audio_in = list(source.streams.audio)
+        orientation = _orientation(av, src)
+        width, height = orientation.size(vin.codec_context.width, vin.codec_context.height)
         bar = _progress(progress, vin.frames or _estimate_frames(source, rate), src.name)
         with atomic_path(dst) as tmp:
             with av.open(str(tmp), "w") as out:
-                vout = _video_stream(out, codec, dst, vin.codec_context.width, vin.codec_context.height, rate, quality)
+                vout = _video_stream(out, codec, dst, width, height, rate, quality)
                 audio_map = {}
                 for stream in audio_in:
                     try:
@@ -317,13 +419,18 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                 index = 0
 
                 def decoded():  # on the reader thread (runtime.overlap)
-                    for packet in source.demux(vin, *audio_in):
-                        if packet.stream.type == "audio":
-                            if packet.dts is not None and packet.stream.index in audio_map:
-                                yield packet, None
-                            continue
-                        for frame in packet.decode():
-                            yield frame, frame.to_ndarray(format="rgb24")
+                    try:
+                        for packet in source.demux(vin, *audio_in):
+                            if packet.stream.type == "audio":
+                                if packet.dts is not None and packet.stream.index in audio_map:
+                                    yield packet, None
+                                continue
+                            for frame in packet.decode():
+                                yield frame, orientation.apply(frame.to_ndarray(format="rgb24"))
+                    except av.FFmpegError as exc:
+                        raise _DecodeFailed(_first_line(exc)) from None
+                    if _cut_short(vin, src):
+                        raise _DecodeFailed("the file ends before the frames its index lists: cut short")
 
                 def write(item):  # on the writer thread: encoding and all muxing
                     what, image = item
@@ -335,6 +442,7 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                     new.pts, new.time_base = what.pts, what.time_base
                     out.mux(vout.encode(new))
 
+                failure = None
                 try:
                     with BackgroundWriter(write, overlap) as writer:
                         for what, image in prefetch(decoded(), overlap):
@@ -351,18 +459,31 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                                     _show(result.image)
                             if bar is not None:
                                 bar.update(1)
-                    out.mux(vout.encode(None))
+                except _DecodeFailed as exc:
+                    failure = f"{src}: video decoding failed at frame {index} ({exc})"
+                except av.FFmpegError as exc:  # the writer's: encoding or muxing, nothing kept
+                    raise InputError(f"{src}: video encoding into {dst} failed at frame {index} "
+                                     f"({_first_line(exc)})") from None
+                try:
+                    out.mux(vout.encode(None))  # also for a partial: the last frames are in the encoder
                 except av.FFmpegError as exc:
-                    raise InputError(f"{src}: video decoding failed at frame {index} ({_first_line(exc)})") from None
+                    raise InputError(f"{dst}: video encoding failed ({_first_line(exc)})") from None
                 if index == 0:
-                    raise InputError(f"{src}: no video frames could be decoded")
+                    raise InputError(failure or f"{src}: no video frames could be decoded")
+            written = counts["ok"] + counts["masked"]
+            if failure and written:  # out is closed: keep what was written, still an error
+                publish(tmp, partial_path(dst))
+                raise InputError(f"{failure}; the {written} frames before it, anonymized, "
+                                 f"are in {partial_path(dst)}")
+            if failure:
+                raise InputError(failure)
+    finally:
         if bar is not None:
             bar.close()
-    finally:
         source.close()
     seconds = time.perf_counter() - started
     return {"input": str(src), "output": str(dst), "type": "video", "fps": float(rate),
-            "width": vin.codec_context.width, "height": vin.codec_context.height,
+            "width": width, "height": height, "rotation": orientation.rotation, "mirrored": orientation.mirrored,
             "frames_in": index, "written": counts["ok"] + counts["masked"], "masked": counts["masked"],
             "dropped": counts["dropped"], "seconds": round(seconds, 3),
             "processing_fps": round(index / seconds, 2) if seconds > 0 else None,
