@@ -211,6 +211,9 @@ class AnonymizeFile:
                     _put(local_out, dst)
             except InputError as exc:  # unreadable / corrupt file: recorded, no output
                 error = str(exc).replace(local_in, src)
+                # a video cut short keeps NAME.partial.EXT on its own, not in a batch: the
+                # scratch folder that holds it is deleted, so the message must not point there
+                error = error.split("; the ")[0] if scratch in error else error
                 record.update(status="failed", error=error.removeprefix(f"{src}: "))
             record["seconds"] = round(time.time() - started, 3)
             _write_manifest(dst, record, scratch)  # last: its presence marks completion
