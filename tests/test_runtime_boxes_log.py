@@ -22,6 +22,7 @@ from test_video_input import _write
 
 from privacy_anon.errors import InputError
 from privacy_anon.runtime import Anonymizer
+from privacy_anon.runtime.boxes_log import boxes_log
 from privacy_anon.runtime.video import anonymize_paths, partial_path
 
 FRAMES = 3000
@@ -166,3 +167,20 @@ def test_image_and_video_entries_keep_the_schema(tmp_path):
             (detection,) = record["detections"]
             (region,) = record["regions"]
             assert len(detection) == 5 and len(region) == 4
+
+
+def test_the_document_is_valid_json_for_any_number_of_frames(tmp_path):
+    """Inputs of 0, 1 and 3 frames, names that need escaping: `json.load` gets back what went in."""
+    path = tmp_path / "b.json"
+    inputs = [("camera 0", "camera", 0), ('we"ird\\näme.mp4', "video", 1), ("c.png", "image", 3)]
+    with boxes_log(path, "blur8", 1.6) as log:
+        for name, kind, n in inputs:
+            log.begin(input=name, type=kind)
+            for i in range(n):
+                log.frame({"frame": i, "status": "ok", "detections": [], "regions": []})
+            log.end({"input": name, "type": kind, "output": None, "frames_in": n})
+    data = json.loads(path.read_text())
+    assert data == {"method": "blur8", "enlarge": 1.6, "inputs": [
+        {"input": name, "type": kind, "output": None, "frames_in": n,
+         "frames": [{"frame": i, "status": "ok", "detections": [], "regions": []} for i in range(n)]}
+        for name, kind, n in inputs]}

@@ -14,7 +14,8 @@ per frame, as soon as the frame is processed, so memory stays flat however long 
 An input's totals (`output`, `frames_in`, `faces`, `fps`, ...) follow its `frames` list,
 because they are known only at its end; JSON objects are unordered, so readers see the
 same keys. One document rather than JSON Lines: the schema users and scripts already read
-stays valid, and one record a line still lets `grep` / `tail` follow a running job.
+stays valid (a reader that must not hold it all can stream it, e.g. with `ijson`), and one
+record a line keeps it easy to read with line tools (`grep`, `head`).
 
 Written to a temporary file beside the target and renamed when the last input is done
 (`io_utils.atomic_path`); on an error the temporary file is removed, so no half file is
@@ -46,7 +47,7 @@ class BoxesLog:
         self._out.write(("" if self._inputs == 0 else ",\n") + "{" + fields + '"frames": [\n')
 
     def frame(self, record: dict) -> None:
-        """One frame's record (`FrameResult.to_dict(index)`), written at once."""
+        """One frame's record (`FrameResult.to_dict(index)`): written now, not kept."""
         self._out.write(("" if self._frames == 0 else ",\n") + json.dumps(record))
         self._frames += 1
 
