@@ -229,13 +229,12 @@ class AnonymizeFile:
             self.anonymizer.reset()  # faces held from the previous video must not carry over
             entry = self.anonymizer.anonymize_video(local_in, local_out, codec=self.options.codec,
                                                     quality=self.options.quality, progress=False)
-        frames = entry["frames"]
         written = entry["output"] is not None and os.path.isfile(local_out)
         return {"status": "ok" if written else "failed",
                 "error": "" if written else "every frame was dropped",
-                "frames": len(frames),
-                "faces": sum(len(f["regions"]) for f in frames),
-                "failed_frames": sum(f["status"] != "ok" for f in frames)}
+                "frames": entry["frames_in"],
+                "faces": entry["faces"],
+                "failed_frames": entry["masked"] + entry["dropped"]}
 
 
 def build_pipeline(pipeline, pairs, options: BatchOptions):

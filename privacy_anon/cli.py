@@ -412,12 +412,11 @@ def _run_anonymize(args) -> int:
     summary = anonymizer.anonymize_path(args.inputs, args.output, codec=args.codec, quality=args.quality,
                                         boxes_json=args.boxes_json, preview=args.preview,
                                         progress=not args.no_progress, max_frames=args.max_frames)
-    for item in summary["inputs"]:
-        frames = item["frames"]
-        bad = sum(f["status"] != "ok" for f in frames)
-        faces = sum(len(f["regions"]) for f in frames)
+    for item in summary["inputs"]:  # per-input totals; the per-frame records are in --boxes-json
+        bad = item["masked"] + item["dropped"]
         note = f", {bad} frame(s) masked/dropped after a failure" if bad else ""
-        print(f"{item['input']} -> {item['output']}: {len(frames)} frame(s), {faces} face region(s){note}")
+        print(f"{item['input']} -> {item['output']}: {item['frames_in']} frame(s), "
+              f"{item['faces']} face region(s){note}")
     return 0
 
 

@@ -104,9 +104,10 @@ def test_overlapped_video_is_identical_to_the_sequential_one(tmp_path):
     outputs = {}
     for depth in (0, 3):
         anonymizer = Anonymizer(method="blur8", num_threads=1)
-        summary = anonymize_video(anonymizer, src, tmp_path / f"out{depth}.mkv", codec="ffv1",
-                                  progress=False, overlap=depth)
-        outputs[depth] = (decode(tmp_path / f"out{depth}.mkv"), summary["frames"])
+        records = []
+        anonymize_video(anonymizer, src, tmp_path / f"out{depth}.mkv", codec="ffv1",
+                        progress=False, overlap=depth, on_frame=records.append)
+        outputs[depth] = (decode(tmp_path / f"out{depth}.mkv"), records)
     frames0, log0 = outputs[0]
     frames3, log3 = outputs[3]
     assert len(frames0) == len(frames3) == 16

@@ -27,7 +27,8 @@ import cv2
 import numpy as np
 
 from privacy_anon.errors import InputError
-from privacy_anon.io_utils import atomic_path, atomic_write_bytes, atomic_write_json, publish
+from privacy_anon.io_utils import atomic_path, atomic_write_bytes, publish
+from privacy_anon.runtime.boxes_log import boxes_log
 from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, prefetch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -140,10 +141,15 @@ def anonymize_paths(anonymizer, inputs, output, codec: str | None = None, qualit
         output: the output file (one input) or folder (several inputs or a folder).
         codec: video codec (default by output suffix: libx264; .webm: VP9; .avi: MPEG-4).
         quality: CRF for x264 / x265 / VP9 (lower is better; default 18).
-        boxes_json: write what was anonymized where (per input, per frame) to this file.
+        boxes_json: write what was anonymized where (per input, per frame) to this file,
+            streamed as the frames are done (`runtime.boxes_log`).
         preview: show frames in a window while working (needs OpenCV with GUI support).
         progress: tqdm progress bars (frames/s).
         max_frames: stop a camera after this many frames (default: until Ctrl-C / no frame).
+
+    Returns:
+        `{"method", "enlarge", "inputs": [per-input totals]}`; the per-frame records are in
+        `boxes_json` only, so memory does not grow with the length of a video.
     """
     jobs = plan(inputs, output)
     if boxes_json is not None:
@@ -154,23 +160,33 @@ def anonymize_paths(anonymizer, inputs, output, codec: str | None = None, qualit
         if kind == "video":
             _probe(source)
     results = []
-    new_folders = sorted({p for _, _, dst in jobs for p in Path(dst).parents if not p.exists()},
+    targets = [Path(dst) for _, _, dst in jobs] + ([Path(boxes_json)] if boxes_json is not None else [])
+    new_folders = sorted({p for dst in targets for p in dst.parents if not p.exists()},
                          key=lambda p: len(p.parts), reverse=True)
     images = sum(kind == "image" for kind, _, _ in jobs)
     bar = _progress(progress and images > 1, images, "images", unit="image")  # folders of photos
     try:
-        for kind, source, dst in jobs:
-            anonymizer.reset()
-            if kind == "image":
-                results.append(anonymize_image_file(anonymizer, source, dst))
-                if bar is not None:
-                    bar.update(1)
-            elif kind == "video":
-                results.append(anonymize_video(anonymizer, source, dst, codec=codec, quality=quality,
-                                               preview=preview, progress=progress))
-            else:
-                results.append(anonymize_camera(anonymizer, source, dst, codec=codec, quality=quality,
-                                                preview=preview, progress=progress, max_frames=max_frames))
+        # an error removes the boxes file's temporary copy too: no half file under its name
+        with boxes_log(boxes_json, anonymizer.name, anonymizer.enlarge) as log:
+            for kind, source, dst in jobs:
+                anonymizer.reset()
+                on_frame = None
+                if log is not None:
+                    log.begin(input=f"camera {source}" if kind == "camera" else str(source), type=kind)
+                    on_frame = log.frame
+                if kind == "image":
+                    entry = anonymize_image_file(anonymizer, source, dst, on_frame=on_frame)
+                    if bar is not None:
+                        bar.update(1)
+                elif kind == "video":
+                    entry = anonymize_video(anonymizer, source, dst, codec=codec, quality=quality,
+                                            preview=preview, progress=progress, on_frame=on_frame)
+                else:
+                    entry = anonymize_camera(anonymizer, source, dst, codec=codec, quality=quality, preview=preview,
+                                             progress=progress, max_frames=max_frames, on_frame=on_frame)
+                results.append(entry)
+                if log is not None:
+                    log.end(entry)
     except Exception:
         # A bad file part-way through a folder: the outputs of this run go too, so a folder
         # is never left half-done (the error names the file to fix or remove).
@@ -179,10 +195,7 @@ def anonymize_paths(anonymizer, inputs, output, codec: str | None = None, qualit
     finally:
         if bar is not None:
             bar.close()
-    summary = {"method": anonymizer.name, "enlarge": anonymizer.enlarge, "inputs": results}
-    if boxes_json is not None:
-        atomic_write_json(boxes_json, summary)
-    return summary
+    return {"method": anonymizer.name, "enlarge": anonymizer.enlarge, "inputs": results}
 
 
 def _remove_outputs(files, new_folders) -> None:
@@ -206,13 +219,21 @@ def read_image(path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def anonymize_image_file(anonymizer, src, dst) -> dict:
-    """One image file -> `dst` (same format as its suffix); nothing written if dropped."""
+def anonymize_image_file(anonymizer, src, dst, on_frame=None) -> dict:
+    """One image file -> `dst` (same format as its suffix); nothing written if dropped.
+
+    Returns `{"input", "output" (None if dropped), "type", **FrameTotals}`; `on_frame`, if
+    given, is called with the image's record (`FrameResult.to_dict(0)`).
+    """
     image = read_image(src)
     anonymizer.reset()
     result = anonymizer.process(image)
     anonymizer.reset()
-    entry = {"input": str(src), "output": str(dst), "type": "image", "frames": [result.to_dict(0)]}
+    totals = FrameTotals()
+    totals.add(result)
+    if on_frame is not None:
+        on_frame(result.to_dict(0))
+    entry = {"input": str(src), "output": str(dst), "type": "image", **totals.as_dict()}
     if result.image is None:
         entry["output"] = None
         return entry
@@ -221,6 +242,37 @@ def anonymize_image_file(anonymizer, src, dst) -> dict:
         raise InputError(f"{dst}: cannot encode an image with this suffix")
     atomic_write_bytes(dst, encoded.tobytes())
     return entry
+
+
+# ----------------------------------------------------------------------------- per-frame totals
+
+
+class FrameTotals:
+    """Running counts over an input's frames: all that is kept in memory of them (the
+    per-frame records go to `on_frame`, e.g. streamed to `--boxes-json`), so a long video
+    costs no more memory than a short one."""
+
+    def __init__(self):
+        self.frames = self.faces = self.frames_with_faces = 0
+        self.status = {"ok": 0, "masked": 0, "dropped": 0}
+
+    def add(self, result) -> None:
+        self.frames += 1
+        self.status[result.status] += 1
+        self.faces += len(result.regions)
+        self.frames_with_faces += int(len(result.regions) > 0)
+
+    @property
+    def written(self) -> int:
+        return self.status["ok"] + self.status["masked"]
+
+    def as_dict(self) -> dict:
+        """`frames_in` (processed), `written`, `masked` / `dropped` (after a detector or
+        modifier failure), `faces` (face regions anonymized, summed over frames) and
+        `frames_with_faces`."""
+        return {"frames_in": self.frames, "written": self.written, "masked": self.status["masked"],
+                "dropped": self.status["dropped"], "faces": self.faces,
+                "frames_with_faces": self.frames_with_faces}
 
 
 # ----------------------------------------------------------------------------- video
@@ -365,7 +417,8 @@ def _video_stream(out, codec: str | None, dst: Path, width: int, height: int, ra
 
 
 def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int | None = None,
-                    preview: bool = False, progress: bool = True, overlap: int = DEFAULT_DEPTH) -> dict:
+                    preview: bool = False, progress: bool = True, overlap: int = DEFAULT_DEPTH,
+                    on_frame=None) -> dict:
     """Anonymizes a video file into `dst`, keeping audio, frame rate, size and timestamps.
 
     A rotated video (display matrix or `rotate` tag) is turned upright before anonymizing
@@ -376,9 +429,13 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
     Decoding and encoding run on their own threads, `overlap` frames ahead / behind
     (`runtime.overlap`; 0: all in this thread, the same output).
 
+    Nothing per frame is kept: `on_frame`, if given, is called in order with each frame's
+    record (`FrameResult.to_dict(index)`) as soon as it is processed (to stream it to a file,
+    or `list.append` it for a short clip).
+
     Returns:
-        `{"input", "output", "type", "frames": [per-frame dicts], "fps", "written",
-        "rotation", "mirrored", ...}`.
+        `{"input", "output", "type", "fps", "width", "height", "rotation", "mirrored",
+        "seconds", "processing_fps", **FrameTotals}` (`frames_in`, `written`, `faces`, ...).
 
     Raises:
         InputError: unreadable or corrupt input, unwritable output; the output is then absent.
@@ -388,9 +445,8 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
     av = _av()
     src, dst = Path(src), Path(dst)
     check_writable(dst)
-    frames_log = []
+    totals = FrameTotals()
     started = time.perf_counter()
-    counts = {"ok": 0, "masked": 0, "dropped": 0}
     try:
         source = av.open(str(src))
     except av.FFmpegError as exc:
@@ -450,8 +506,9 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                                 writer.put((what, None))
                                 continue
                             result = anonymizer.process(image)
-                            counts[result.status] += 1
-                            frames_log.append(result.to_dict(index))
+                            totals.add(result)
+                            if on_frame is not None:
+                                on_frame(result.to_dict(index))
                             index += 1
                             if result.image is not None:
                                 writer.put((what, result.image))
@@ -470,7 +527,7 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                     raise InputError(f"{dst}: video encoding failed ({_first_line(exc)})") from None
                 if index == 0:
                     raise InputError(failure or f"{src}: no video frames could be decoded")
-            written = counts["ok"] + counts["masked"]
+            written = totals.written
             if failure and written:  # out is closed: keep what was written, still an error
                 publish(tmp, partial_path(dst))
                 raise InputError(f"{failure}; the {written} frames before it, anonymized, "
@@ -484,15 +541,15 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
     seconds = time.perf_counter() - started
     return {"input": str(src), "output": str(dst), "type": "video", "fps": float(rate),
             "width": width, "height": height, "rotation": orientation.rotation, "mirrored": orientation.mirrored,
-            "frames_in": index, "written": counts["ok"] + counts["masked"], "masked": counts["masked"],
-            "dropped": counts["dropped"], "seconds": round(seconds, 3),
-            "processing_fps": round(index / seconds, 2) if seconds > 0 else None,
-            "frames": frames_log}
+            **totals.as_dict(), "seconds": round(seconds, 3),
+            "processing_fps": round(index / seconds, 2) if seconds > 0 else None}
 
 
 def anonymize_camera(anonymizer, index: int, dst, codec: str | None = None, quality: int | None = None,
-                     preview: bool = False, progress: bool = True, max_frames: int | None = None) -> dict:
-    """Anonymizes a camera's frames into a video file until Ctrl-C, the end, or `max_frames`."""
+                     preview: bool = False, progress: bool = True, max_frames: int | None = None,
+                     on_frame=None) -> dict:
+    """Anonymizes a camera's frames into a video file until Ctrl-C, the end, or `max_frames`;
+    per-frame records go to `on_frame` as in `anonymize_video`, totals are returned."""
     av = _av()
     dst = Path(dst)
     capture = cv2.VideoCapture(int(index))
@@ -504,7 +561,7 @@ def anonymize_camera(anonymizer, index: int, dst, codec: str | None = None, qual
         raise InputError(f"camera {index}: no frame")
     fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
     rate = Fraction(fps).limit_denominator(1001)
-    frames_log, count = [], 0
+    totals, count = FrameTotals(), 0
     bar = _progress(progress, max_frames, f"camera {index}")
     try:
         with atomic_path(dst) as tmp, av.open(str(tmp), "w") as out:
@@ -512,7 +569,9 @@ def anonymize_camera(anonymizer, index: int, dst, codec: str | None = None, qual
             try:
                 while ok and (max_frames is None or count < max_frames):
                     result = anonymizer.process(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-                    frames_log.append(result.to_dict(count))
+                    totals.add(result)
+                    if on_frame is not None:
+                        on_frame(result.to_dict(count))
                     if result.image is not None:
                         new = av.VideoFrame.from_ndarray(result.image, format="rgb24")
                         new.pts, new.time_base = count, 1 / rate
@@ -531,7 +590,7 @@ def anonymize_camera(anonymizer, index: int, dst, codec: str | None = None, qual
         if bar is not None:
             bar.close()
     return {"input": f"camera {index}", "output": str(dst), "type": "camera", "fps": float(rate),
-            "frames_in": count, "frames": frames_log}
+            **totals.as_dict()}
 
 
 # ----------------------------------------------------------------------------- display

@@ -100,11 +100,9 @@ def _export_and_anonymize(out: Path, faces) -> dict:
         from privacy_anon.io_utils import atomic_write_bytes
 
         atomic_write_bytes(out / "astronaut_side_by_side.png", png.tobytes())
-    frames = summary.get("frames", [])
-    with_face = sum(1 for f in frames if f.get("boxes") or f.get("regions"))
     return {"int8_psnr_db": float(report.psnr), "int8_ssim": float(report.ssim),
             "int8_modifier_bytes": int(report.modifier_bytes),
-            "clip_frames": len(frames), "clip_frames_with_face": with_face}
+            "clip_frames": summary["frames_in"], "clip_frames_with_face": summary["frames_with_faces"]}
 
 
 def _astronaut_clip(image, path: Path, frames: int = 24, size=(320, 240)) -> None:
