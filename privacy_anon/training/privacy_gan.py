@@ -89,9 +89,10 @@ class PrivacyGAN(keras.Model):
             D's loss on it passes the cap, and the L1 term pulls it back. 0 is the paper's
             unbounded ascent, which on its own lets M wreck the whole face (CE grows without
             limit while L1 is bounded).
-        view_jitter: if > 0, D sees every face (in its own step and in M's) through a random
-            shift, scale, turn and mirror of the alignment (`geometry.jitter_alignment`), so
-            M cannot win with a pattern that only works pixel-exactly. 0 in the paper.
+        view_jitter: if > 0, D sees every face (in pre-training, in its own step and in M's)
+            through a random shift, scale, turn and mirror of the alignment
+            (`geometry.jitter_alignment`), so M cannot win with a pattern that only works
+            pixel-exactly. 0 in the paper.
         lambda_outside: extra L1 weight on M's edits outside the window D aligns (hair,
             background, neck): no recognizer reads identity there, so edits there only cost
             realism. 0 in the paper.
@@ -321,6 +322,7 @@ class PrivacyGAN(keras.Model):
         return logs
 
     def _classifier_step(self, faces, labels, align):
+        align = self._views(align)  # the same views as in the game: D pre-trained on them
         with tf.GradientTape() as tape:
             ce, correct, _ = self._d_outputs(faces, align, labels, training=True)
             loss = self._global_mean(ce)
