@@ -152,6 +152,9 @@ class TrainConfig:
     lambda_realism: float = 0.0  # a PatchGAN critic R (models/realism.py) must take M(f) for real
     critic_filters: int = 16
     lr_critic: float = 2e-4
+    # D sees faces through a random shift/scale/turn/mirror of up to this (x D's width)
+    view_jitter: float = 0.0
+    lambda_outside: float = 0.0  # extra L1 on M's edits outside D's aligned face window
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

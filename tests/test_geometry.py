@@ -70,3 +70,34 @@ def test_modify_frames_changes_only_the_enlarged_face_box():
             inside[int(np.floor(y1)):int(np.ceil(y2)) + 1, int(np.floor(x1)):int(np.ceil(x2)) + 1] = True
         assert not diff[b][~inside].any(), "pixels outside the enlarged boxes changed"
         assert diff[b][inside].mean() > 0.5
+
+
+def test_jittered_views_move_the_landmarks_a_little_and_mirror_half_of_them():
+    h, w = 112, 96
+    template = geometry.template_landmarks(h, w)
+    points = template + [16.0, 8.0]  # a face already aligned, shifted in a 128 crop
+    matrix = np.repeat(np.asarray(geometry.alignment_matrix(points[None], h, w)), 400, 0)
+    np.testing.assert_allclose(geometry.jitter_alignment(matrix, h, w, 0.0), matrix)
+    jittered = np.asarray(geometry.jitter_alignment(matrix, h, w, 0.05, seed=[3, 4]))
+    # where each view puts the eyes' midpoint, in D's frame: inverse of face -> output
+    inverse = np.asarray(geometry.invert_affine(jittered))
+    eyes = np.append(points[:2].mean(0), 1.0)
+    seen = inverse @ eyes
+    moved = np.linalg.norm(seen - template[:2].mean(0), axis=1)
+    assert 0.5 < moved.mean() < 0.1 * w, moved.mean()  # moved, by a few pixels only
+    # the left eye is seen on the right in the mirrored views, and nowhere else
+    left = inverse @ np.append(points[0], 1.0)
+    mirrored = left[:, 0] > w / 2
+    assert 0.35 < mirrored.mean() < 0.65
+    assert np.all(np.abs(left[~mirrored, 0] - template[0, 0]) < 0.2 * w)
+
+
+def test_window_mask_covers_what_d_sees_and_nothing_far_from_it():
+    h, w, size = 112, 96, 128
+    template = geometry.template_landmarks(h, w)
+    points = (template - [48, 56]) * 0.6 + [64, 64]  # a small face in the middle of the crop
+    matrix = geometry.alignment_matrix(points[None].astype(np.float32), h, w)
+    mask = np.asarray(geometry.window_mask(matrix, size, h, w))[0, ..., 0]
+    assert mask[64, 64] == 1.0 and mask[2, 2] == 0.0 and mask[125, 64] == 0.0
+    # the window is 96 x 112 of D's pixels, 0.6 of a crop pixel each: about 58 x 67 pixels
+    assert abs(mask.sum() - 0.6 * 96 * 0.6 * 112) < 0.15 * 0.36 * 96 * 112

@@ -129,6 +129,52 @@ def align_faces(images, matrices, height: int, width: int):
     return warp_affine(images, matrices, (height, width))
 
 
+def jitter_alignment(matrices, height: int, width: int, amount: float, seed=None):
+    """Alignment matrices (B, 2, 3) composed with a random similarity of D's aligned frame and a
+    coin-flip mirror: D sees each face a little shifted (up to `amount` x width), scaled
+    (x exp(+-amount)), turned (+-3 x amount radians) and mirrored.
+
+    An edit that still fools D under every such view cannot be a pixel-exact adversarial
+    pattern tied to one alignment; it has to change how the face looks, which is what a
+    recognizer M never saw also reads (expectation over transformations, Athalye et al. 2018).
+    """
+    matrices = tf.cast(matrices, tf.float32)
+    if amount <= 0:
+        return matrices
+    batch = tf.shape(matrices)[0]
+    u = tf.random.stateless_uniform([batch, 5], seed, -1.0, 1.0) if seed is not None \
+        else tf.random.uniform([batch, 5], -1.0, 1.0)
+    scale = tf.exp(amount * u[:, 0])
+    angle = 3.0 * amount * u[:, 1]
+    shift_x, shift_y = amount * width * u[:, 2], amount * width * u[:, 3]
+    mirror = tf.where(u[:, 4] < 0, -1.0, 1.0)
+    cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+    cos, sin = scale * tf.cos(angle), scale * tf.sin(angle)
+    # J(q) = c + R S F (q - c) + t, in D's output pixels; then the old matrix
+    a, b = cos * mirror, -sin
+    c, d = sin * mirror, cos
+    zeros, ones = tf.zeros_like(a), tf.ones_like(a)
+    jitter = tf.stack([
+        tf.stack([a, b, cx - a * cx - b * cy + shift_x], -1),
+        tf.stack([c, d, cy - c * cx - d * cy + shift_y], -1),
+        tf.stack([zeros, zeros, ones], -1)], 1)  # (B, 3, 3)
+    return tf.linalg.matmul(matrices, jitter)  # (B, 2, 3) @ (B, 3, 3)
+
+
+def window_mask(matrices, size: int, height: int, width: int, soft: float = 4.0):
+    """(B, size, size, 1): 1 on the pixels of a size x size face that D's aligned height x width
+    window covers (through `matrices`, output-to-face), falling to 0 over `soft` pixels of D's
+    frame outside it."""
+    inverse = invert_affine(matrices)  # face pixel -> D's output pixel
+    ys, xs = tf.meshgrid(tf.range(size, dtype=tf.float32), tf.range(size, dtype=tf.float32),
+                         indexing="ij")
+    grid = tf.stack([xs, ys, tf.ones_like(xs)], axis=-1)
+    q = tf.einsum("hwk,bjk->bhwj", grid, inverse)
+    outside_x = tf.nn.relu(-q[..., 0]) + tf.nn.relu(q[..., 0] - (width - 1))
+    outside_y = tf.nn.relu(-q[..., 1]) + tf.nn.relu(q[..., 1] - (height - 1))
+    return tf.clip_by_value(1.0 - (outside_x + outside_y) / soft, 0.0, 1.0)[..., None]
+
+
 def enlarge_boxes(boxes, factor: float, height, width):
     """Boxes (..., 4) scaled by `factor` about their centres, clipped to the frame."""
     boxes = tf.convert_to_tensor(boxes, tf.float32)

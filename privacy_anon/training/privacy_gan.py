@@ -89,6 +89,13 @@ class PrivacyGAN(keras.Model):
             D's loss on it passes the cap, and the L1 term pulls it back. 0 is the paper's
             unbounded ascent, which on its own lets M wreck the whole face (CE grows without
             limit while L1 is bounded).
+        view_jitter: if > 0, D sees every face (in pre-training, in its own step and in M's)
+            through a random shift, scale, turn and mirror of the alignment
+            (`geometry.jitter_alignment`), so M cannot win with a pattern that only works
+            pixel-exactly. 0 in the paper.
+        lambda_outside: extra L1 weight on M's edits outside the window D aligns (hair,
+            background, neck): no recognizer reads identity there, so edits there only cost
+            realism. 0 in the paper.
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -103,7 +110,7 @@ class PrivacyGAN(keras.Model):
                  adv_cap: float = 0.0, lambda_identity: float = 0.0,
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
                  lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
-                 **kwargs):
+                 view_jitter: float = 0.0, lambda_outside: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -114,7 +121,8 @@ class PrivacyGAN(keras.Model):
         weights = {"lambda_l1": lambda_l1, "adv_weight": adv_weight, "det_weight": det_weight,
                    "adv_cap": adv_cap, "lambda_identity": lambda_identity,
                    "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
-                   "lambda_realism": lambda_realism}
+                   "lambda_realism": lambda_realism, "view_jitter": view_jitter,
+                   "lambda_outside": lambda_outside}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
@@ -139,6 +147,8 @@ class PrivacyGAN(keras.Model):
             raise ValueError(f"lambda_realism={lambda_realism} needs a realism critic")
         self.critic = critic
         self.lambda_realism = float(lambda_realism)
+        self.view_jitter = float(view_jitter)
+        self.lambda_outside = float(lambda_outside)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
@@ -227,6 +237,8 @@ class PrivacyGAN(keras.Model):
             "lambda_color": self.lambda_color,
             "lambda_lowpass": self.lambda_lowpass,
             "lambda_realism": self.lambda_realism,
+            "view_jitter": self.view_jitter,
+            "lambda_outside": self.lambda_outside,
         }
 
     @classmethod
@@ -243,6 +255,11 @@ class PrivacyGAN(keras.Model):
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         n = tf.cast(tf.shape(per_example)[0] * replicas, tf.float32)
         return tf.reduce_sum(per_example) / n
+
+    def _views(self, align):
+        """The alignment D sees this step: jittered when `view_jitter` > 0."""
+        return geometry.jitter_alignment(align, self.classifier.input_height,
+                                         self.classifier.input_width, self.view_jitter)
 
     def _d_outputs(self, faces, align, labels, training):
         h, w = self.classifier.input_height, self.classifier.input_width
@@ -305,6 +322,7 @@ class PrivacyGAN(keras.Model):
         return logs
 
     def _classifier_step(self, faces, labels, align):
+        align = self._views(align)  # the same views as in the game: D pre-trained on them
         with tf.GradientTape() as tape:
             ce, correct, _ = self._d_outputs(faces, align, labels, training=True)
             loss = self._global_mean(ce)
@@ -317,6 +335,7 @@ class PrivacyGAN(keras.Model):
     def _d_step(self, faces, labels, align):
         """Line 3: arg max_D L_adv, i.e. D learns identities on originals and M(f)."""
         modified = tf.stop_gradient(self.modifier(faces, training=False))
+        align = self._views(align)
         with tf.GradientTape() as tape:
             ce_mod, correct_mod, _ = self._d_outputs(modified, align, labels, training=True)
             ce_orig, correct_orig, _ = self._d_outputs(faces, align, labels, training=True)
@@ -372,11 +391,19 @@ class PrivacyGAN(keras.Model):
     def _m_step(self, faces, labels, align, frames_data=None):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
         optional identity and colour terms (0 by default: Algorithm 1 exactly)."""
+        if self.lambda_outside > 0:
+            outside = 1.0 - geometry.window_mask(align, self.modifier.input_size,
+                                                 self.classifier.input_height,
+                                                 self.classifier.input_width)
+        align = self._views(align)
         with tf.GradientTape(persistent=frames_data is not None) as tape:
             modified = self.modifier(faces, training=True)
             adv = self._adv_term(modified, align, labels)
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
             per_face = self.adv_weight * adv + self.lambda_l1 * l1
+            if self.lambda_outside > 0:
+                per_face += self.lambda_outside * tf.reduce_mean(
+                    tf.abs(modified - faces) * outside, axis=[1, 2, 3])
             identity = color = tf.zeros_like(l1)
             if self.lambda_identity > 0:
                 identity = self._identity_term(modified, faces, align)

@@ -469,6 +469,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          lambda_identity=t.lambda_identity, identity_margin=t.identity_margin,
                          lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
                          critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
+                         view_jitter=t.view_jitter, lambda_outside=t.lambda_outside,
                          face_enlarge=cfg.face_detection.enlarge)
         gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
