@@ -264,8 +264,10 @@ def mobile() -> Config:
 
     Departs from the paper where it measurably had to (benchmarks/RESULTS.md): a residual M
     that starts as the identity, the non-saturating adversarial term, D learning 10x slower
-    than M, an identity term on D's embedding (pushes faces of people D never saw too), and
-    colour / low-pass terms that keep the face's colours, light and pose. A stays the paper's.
+    than M, an identity term on D's embedding (pushes faces of people D never saw too),
+    colour / low-pass terms that keep the face's colours, light and pose, and D's views of
+    each face jittered (in pre-training too): M's edits stay on the eyes, nose and mouth
+    instead of striping the whole crop. A stays the paper's.
     """
     cfg = paper()
     cfg.name = "mobile"
@@ -282,7 +284,8 @@ def mobile() -> Config:
         cfg.train, face_batch_size=32, lr_modifier=1e-3, lr_classifier=1e-4, epochs=1,
         lr_drop_epoch=1, steps_per_epoch=300, lambda_l1=10.0, adv_loss="nonsaturating",
         lambda_identity=1.0, identity_margin=0.0, lambda_color=20.0, lambda_lowpass=10.0,
-        lambda_realism=2.0, classifier_steps=1500, classifier_lr=2e-3, checkpoint_every=50)
+        lambda_realism=2.0, lr_critic=1e-3, view_jitter=0.05, classifier_steps=1500,
+        classifier_lr=2e-3, checkpoint_every=50)
     return cfg
 
 

@@ -20,7 +20,7 @@ CELEBA = ROOT.parent / "shared" / "data" / "celeba-mini"
 PEOPLE = 30
 SMALL = """\
 data: {holdout_identities: 0.34}
-train: {classifier_steps: 150, steps_per_epoch: 40, checkpoint_every: 20, face_batch_size: 16}
+train: {classifier_steps: 400, steps_per_epoch: 40, checkpoint_every: 20, face_batch_size: 16}
 """
 
 
@@ -73,11 +73,12 @@ def test_strangers_are_harder_to_reidentify_and_still_faces(run):
     for method in ("learned", "bundle"):
         m = y[method]
         # people M never saw, a recognizer it never trained against, told where the face is:
-        # 3 seeds lost 27-36 points (benchmarks/RESULTS.md)
-        assert m["reid_accuracy"] <= none["reid_accuracy"] - 0.20, (method, m)
+        # 3 seeds lost 18-27 points (benchmarks/RESULTS.md)
+        assert m["reid_accuracy"] <= none["reid_accuracy"] - 0.15, (method, m)
         # ... while a detector it never trained against still finds a face far more often
-        # than after blur8 (3 seeds: 24-76% against 4%), and colours move less than blur's
-        # or noise's; "natural" (within +-3 of saturation) is NOT reached yet (+4 to +10)
-        assert m["face_found"] >= y["blur8"]["face_found"] + 0.15, (method, m)
+        # than after blur8 (3 seeds: 61-77% against 4%), the box keeps its structure (SSIM
+        # 0.57-0.66) and colours move less than blur's; "natural" (>= 97% found, saturation
+        # within +-3) is NOT reached at this size (+5 to +13)
+        assert m["face_found"] >= y["blur8"]["face_found"] + 0.40, (method, m)
+        assert m["ssim"] >= 0.5, (method, m)
         assert abs(m["saturation_added"]) <= 15, (method, m)
-        assert m["ssim"] >= 0.35, (method, m)
