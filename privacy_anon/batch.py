@@ -33,7 +33,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from privacy_anon.errors import InputError
+from privacy_anon.errors import InputError, PartialOutputError
 
 MANIFEST_SUFFIX = ".manifest.json"
 MANIFEST_VERSION = 1
@@ -210,10 +210,10 @@ class AnonymizeFile:
                     record["output_bytes"] = os.path.getsize(local_out)
                     _put(local_out, dst)
             except InputError as exc:  # unreadable / corrupt file: recorded, no output
-                error = str(exc).replace(local_in, src)
                 # a video cut short keeps NAME.partial.EXT on its own, not in a batch: the
                 # scratch folder that holds it is deleted, so the message must not point there
-                error = error.split("; the ")[0] if scratch in error else error
+                reason = exc.reason if isinstance(exc, PartialOutputError) else str(exc)
+                error = reason.replace(local_in, src)
                 record.update(status="failed", error=error.removeprefix(f"{src}: "))
             record["seconds"] = round(time.time() - started, 3)
             _write_manifest(dst, record, scratch)  # last: its presence marks completion

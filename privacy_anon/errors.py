@@ -15,3 +15,12 @@ class ConfigError(InputError):
 
 class DataError(InputError):
     """A data set, annotation or image that cannot be read as documented."""
+
+
+class PartialOutputError(InputError):
+    """Input that failed part-way; what was done before is kept at `partial` (a video cut
+    short: its anonymized frames in NAME.partial.EXT). `reason` is the failure alone."""
+
+    def __init__(self, reason: str, partial, done: int):
+        super().__init__(f"{reason}; the {done} frames before it, anonymized, are in {partial}")
+        self.reason, self.partial, self.done = reason, partial, done

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from privacy_anon.errors import InputError
+from privacy_anon.errors import InputError, PartialOutputError
 from privacy_anon.io_utils import atomic_path, atomic_write_bytes, publish
 from privacy_anon.runtime.boxes_log import boxes_log
 from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, prefetch
@@ -530,8 +530,7 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
             written = totals.written
             if failure and written:  # out is closed: keep what was written, still an error
                 publish(tmp, partial_path(dst))
-                raise InputError(f"{failure}; the {written} frames before it, anonymized, "
-                                 f"are in {partial_path(dst)}")
+                raise PartialOutputError(failure, partial_path(dst), written)
             if failure:
                 raise InputError(failure)
     finally:
