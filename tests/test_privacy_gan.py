@@ -70,6 +70,7 @@ def test_weights_are_validated():
 def _two_adversary_gan(stage="adversarial", **kw):
     import keras
 
+    keras.utils.set_random_seed(0)
     cfg = get_preset("tiny")
     d1, d2 = build_classifier(cfg.classifier, 4), build_classifier(cfg.classifier, 4)
     gan = PrivacyGAN(build_modifier(cfg.modifier), d1, stage=stage, extra_classifiers=[d2],
@@ -104,8 +105,8 @@ def test_two_adversaries_each_learn_and_m_fools_their_mean(parts):
         adv.append(-np.log(1.0 - np.take_along_axis(p.numpy(), labels.numpy()[:, None], 1)[:, 0]))
         ident.append(np.sum(tf.math.l2_normalize(emb(modified), -1).numpy()
                             * tf.math.l2_normalize(emb(x), -1).numpy(), -1).clip(0, None))
-    # two different D's: the mean is neither D's term alone (measured: 1.95 vs 1.30)
-    assert abs(np.mean(adv[0]) - np.mean(adv[1])) > 0.05
+    # two different D's: the mean is neither D's term alone (seeded: 3.81 vs 2.09)
+    assert abs(np.mean(adv[0]) - np.mean(adv[1])) > 0.1
     for t in gan.trackers.values():
         t.reset_state()
     gan._m_step(x, labels, align)
