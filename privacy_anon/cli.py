@@ -110,8 +110,9 @@ def _add_train(sub):
                         "only; action frames come from data.actions)")
     p.add_argument("--landmarks", default=None, help="landmarks CSV for --data (see README)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
-    p.add_argument("--classifier-checkpoint", default=None,
-                   help="D weights to start from (a .keras file or a --stage classifier run directory)")
+    p.add_argument("--classifier-checkpoint", default=None, action="append", metavar="PATH",
+                   help="D weights to start from (a .keras file or a --stage classifier run "
+                        "directory); with train.adversaries K > 1 give it K times (D_1 first)")
     p.add_argument("--init-run", default=None, metavar="DIR",
                    help="take M, D (and A) from this run directory, e.g. a joint run for finetune")
     p.add_argument("--no-export", action="store_true",

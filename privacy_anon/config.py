@@ -155,6 +155,9 @@ class TrainConfig:
     # D sees faces through a random shift/scale/turn/mirror of up to this (x D's width)
     view_jitter: float = 0.0
     lambda_outside: float = 0.0  # extra L1 on M's edits outside D's aligned face window
+    # D's M plays against (1 = the paper); K > 1 pre-trains D_2..D_K from seeds seed+1..seed+K-1
+    # (or takes K --classifier-checkpoint's) and M fools their mean: better transfer
+    adversaries: int = 1
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

@@ -10,6 +10,7 @@ import time
 
 import keras
 
+import privacy_anon.models.face_classifier  # noqa: F401  (registers FaceClassifier for load_model)
 import privacy_anon.models.modifier  # noqa: F401  (registers FaceModifier for load_model)
 import numpy as np
 import pytest
@@ -59,6 +60,43 @@ def test_classifier_then_adversarial_stage(tmp_path):
     assert sorted(p.name for p in (m_run / "samples").iterdir())[-1] == "step_0000020.png"
     m = keras.saving.load_model(m_run / "modifier.keras")
     assert m.input_size == 64
+
+
+def _ckpt_names(run):
+    import tensorflow as tf
+
+    return {name.split("/")[0] for name, _ in tf.train.list_variables(tf.train.latest_checkpoint(run / "checkpoints"))}
+
+
+def test_two_adversaries_one_command_then_two_checkpoints(tmp_path):
+    """train.adversaries 2: the one command pre-trains two D's (seeds 0 and 1) and plays M
+    against both; two --classifier-checkpoint's work, one is a one-line error (exit 2)."""
+    cfg = tmp_path / "k2.yaml"
+    cfg.write_text(SMALL + "  classifier_steps: 10\n  adversaries: 2\n")
+    base = [sys.executable, "-m", "privacy_anon.cli", "train", "--config", str(cfg), "--stage",
+            "adversarial", "--steps", "10"]
+    run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, timeout=600)
+    one = run("--out", str(tmp_path / "m"))
+    assert one.returncode == 0, one.stderr[-2000:]
+    m = tmp_path / "m"
+    d1, d2 = (keras.saving.load_model(m / n / "classifier.keras") for n in ("classifier", "classifier-2"))
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(d1.get_weights(), d2.get_weights())) > 1e-3
+    assert "seed: 1" in (m / "classifier-2" / "config.yaml").read_text()
+    assert (m / "classifier.keras").is_file() and (m / "classifier-2.keras").is_file()
+    assert {"classifier", "classifier_2", "d_optimizer", "d2_optimizer"} <= _ckpt_names(m)
+    # D_2 took its own steps in the game: its final weights moved from its pre-trained ones
+    played = keras.saving.load_model(m / "classifier-2.keras")
+    assert max(float(np.max(np.abs(a - b))) for a, b in zip(played.get_weights(), d2.get_weights())) > 1e-5
+
+    two = run("--classifier-checkpoint", str(m / "classifier"), "--classifier-checkpoint",
+              str(m / "classifier-2"), "--out", str(tmp_path / "m2"))
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "pre-training" not in two.stderr and (tmp_path / "m2" / "classifier-2.keras").is_file()
+
+    once = run("--classifier-checkpoint", str(m / "classifier"), "--out", str(tmp_path / "m3"))
+    assert once.returncode == 2 and not (tmp_path / "m3").exists()
+    lines = once.stderr.strip().splitlines()
+    assert len(lines) == 1 and "given 1 time(s) but train.adversaries is 2" in lines[0], once.stderr
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):

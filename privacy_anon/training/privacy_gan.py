@@ -12,6 +12,10 @@ Losses (DESIGN.md "Algorithm 1, precisely"; CE_m is D's margin softmax loss):
 - M(+A) step: minimise L_det(A, v') - CE_m(D(M(f)), id) + lambda * |M(f) - f|_1,
   or with `random_label`, CE_m(D(M(f)), random id) in place of the ascent term.
 
+Several adversaries (`extra_classifiers`, beyond the paper): D_1..D_K each take their own
+D step (own optimizer, own jittered view); in the M step the adversarial and identity terms
+are the mean over the K D's, so M must fool an ensemble, not the quirks of one weak D.
+
 A batch is a dict: "faces" (B, S, S, 3) in [-1, 1], "identity" (B,), "align" (B, 2, 3)
 (D-output-to-face matrices, see faces/geometry.py); for "joint"/"finetune" also "frames"
 (B', H, W, 3) in [-1, 1], "face_boxes" (B', F, 4), "num_faces" (B',), "boxes" (B', N, 4)
@@ -37,6 +41,12 @@ def _across_workers() -> bool:
     strategy = tf.distribute.get_strategy()
     in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(in_mode and in_mode())
+
+
+def _mean(tensors):
+    """The element-wise mean of a list of tensors; one tensor is returned as is (K = 1: the
+    computation stays exactly the single-D one)."""
+    return tensors[0] if len(tensors) == 1 else tf.add_n(tensors) / float(len(tensors))
 
 
 class RewriteCounts(tf.Module):
@@ -96,6 +106,13 @@ class PrivacyGAN(keras.Model):
         lambda_outside: extra L1 weight on M's edits outside the window D aligns (hair,
             background, neck): no recognizer reads identity there, so edits there only cost
             realism. 0 in the paper.
+        extra_classifiers: D_2..D_K beside `classifier` (D_1), e.g. D's pre-trained from
+            other seeds: in "adversarial"/"joint" each D takes its own D step (its own
+            optimizer and its own draw of the jittered view) and M's adversarial and identity
+            terms are the mean over all K D's (each through its own view draw), which makes
+            M's edit transfer better to recognizers it never saw. The logged `loss_d`,
+            `d_acc_original` and `d_acc_modified` are means over the K D's. Not allowed in
+            the "classifier" stage (pre-train each D on its own). () is the paper: one D.
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -110,10 +127,13 @@ class PrivacyGAN(keras.Model):
                  adv_cap: float = 0.0, lambda_identity: float = 0.0,
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
                  lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
-                 view_jitter: float = 0.0, lambda_outside: float = 0.0, **kwargs):
+                 view_jitter: float = 0.0, lambda_outside: float = 0.0,
+                 extra_classifiers=(), **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
+        if extra_classifiers and stage == "classifier":
+            raise ValueError("stage='classifier' trains one D: pre-train each D on its own")
         if stage in ("joint", "finetune") and detector is None:
             raise ValueError(f"stage={stage!r} needs an action detector")
         if adv_loss not in ADV_LOSSES:
@@ -130,6 +150,7 @@ class PrivacyGAN(keras.Model):
             raise ValueError(f"`identity_margin` must be in [-1, 1), received {identity_margin}")
         self.modifier = modifier
         self.classifier = classifier
+        self.extra_classifiers = list(extra_classifiers)
         self.detector = detector
         self.stage = stage
         self.lambda_l1 = float(lambda_l1)
@@ -175,7 +196,19 @@ class PrivacyGAN(keras.Model):
         M's optimizer goes to `super().compile` so `self.optimizer` is the one that steps
         (Keras 3 silently makes an unused RMSprop otherwise); in "classifier" and "finetune"
         stages the optimizer that steps is D's or A's.
+
+        With several D's, `d_optimizer` is one optimizer per D (a list, D_1's first) or a
+        single one, which D_1 uses and D_2..D_K get fresh copies of (same config).
         """
+        if isinstance(d_optimizer, (list, tuple)):
+            if len(d_optimizer) != len(self.classifiers):
+                raise ValueError(f"{len(d_optimizer)} D optimizers for {len(self.classifiers)} D's")
+            d_optimizers = list(d_optimizer)
+            d_optimizer = d_optimizers[0]
+        else:
+            d_optimizers = [d_optimizer] + [
+                None if d_optimizer is None else d_optimizer.__class__.from_config(d_optimizer.get_config())
+                for _ in self.extra_classifiers]
         needed = {"classifier": (d_optimizer,), "adversarial": (m_optimizer, d_optimizer),
                   "joint": (m_optimizer, d_optimizer, a_optimizer), "finetune": (a_optimizer,)}
         if any(opt is None for opt in needed[self.stage]):
@@ -186,6 +219,7 @@ class PrivacyGAN(keras.Model):
         super().compile(optimizer=main, **kwargs)
         self.m_optimizer = m_optimizer
         self.d_optimizer = d_optimizer
+        self.d_optimizers = d_optimizers
         self.a_optimizer = a_optimizer
         self.r_optimizer = r_optimizer
         if self.critic is not None and r_optimizer is None and self.stage in ("adversarial", "joint"):
@@ -193,8 +227,8 @@ class PrivacyGAN(keras.Model):
 
     def build_optimizers(self):
         """Creates the optimizers' slots now (call inside `strategy.scope()` before `fit`)."""
-        pairs = [(self.m_optimizer, self.modifier.trainable_variables),
-                 (self.d_optimizer, self.classifier.trainable_variables)]
+        pairs = [(self.m_optimizer, self.modifier.trainable_variables)]
+        pairs += [(opt, d.trainable_variables) for opt, d in zip(self.d_optimizers, self.classifiers)]
         if self.detector is not None:
             pairs.append((self.a_optimizer, self.detector.trainable_variables))
         if self.critic is not None:
@@ -210,6 +244,11 @@ class PrivacyGAN(keras.Model):
         if all(layer.built for layer in self._flatten_layers()):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    @property
+    def classifiers(self) -> list:
+        """D_1..D_K: `classifier`, then `extra_classifiers`."""
+        return [self.classifier, *self.extra_classifiers]
 
     @property
     def metrics(self):
@@ -239,6 +278,8 @@ class PrivacyGAN(keras.Model):
             "lambda_realism": self.lambda_realism,
             "view_jitter": self.view_jitter,
             "lambda_outside": self.lambda_outside,
+            "extra_classifiers": [keras.saving.serialize_keras_object(d)
+                                  for d in self.extra_classifiers],
         }
 
     @classmethod
@@ -246,6 +287,8 @@ class PrivacyGAN(keras.Model):
         config = dict(config)
         config["modifier"] = keras.saving.deserialize_keras_object(config["modifier"])
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
+        config["extra_classifiers"] = [keras.saving.deserialize_keras_object(d)
+                                       for d in config.get("extra_classifiers", ())]
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------
@@ -256,31 +299,33 @@ class PrivacyGAN(keras.Model):
         n = tf.cast(tf.shape(per_example)[0] * replicas, tf.float32)
         return tf.reduce_sum(per_example) / n
 
-    def _views(self, align):
-        """The alignment D sees this step: jittered when `view_jitter` > 0."""
-        return geometry.jitter_alignment(align, self.classifier.input_height,
-                                         self.classifier.input_width, self.view_jitter)
+    def _views(self, align, d=None):
+        """The alignment D (`d`, default D_1) sees this step: jittered when `view_jitter` > 0.
+        Every call is a fresh draw."""
+        d = self.classifier if d is None else d
+        return geometry.jitter_alignment(align, d.input_height, d.input_width, self.view_jitter)
 
-    def _d_outputs(self, faces, align, labels, training):
-        h, w = self.classifier.input_height, self.classifier.input_width
-        aligned = geometry.align_faces(faces, align, h, w)
-        emb = self.classifier(aligned, training=training)
-        margin = self.classifier.head.margin_logits(emb, labels)
+    def _d_outputs(self, faces, align, labels, training, d=None):
+        d = self.classifier if d is None else d
+        aligned = geometry.align_faces(faces, align, d.input_height, d.input_width)
+        emb = d(aligned, training=training)
+        margin = d.head.margin_logits(emb, labels)
         ce = keras.losses.sparse_categorical_crossentropy(labels, margin, from_logits=True)
-        logits = self.classifier.head(emb)
+        logits = d.head(emb)
         correct = tf.cast(tf.equal(tf.argmax(logits, -1, output_type=tf.int32),
                                    tf.cast(labels, tf.int32)), tf.float32)
         return ce, correct, logits
 
-    def _adv_term(self, modified, align, labels):
-        """M's per-face adversarial loss (to minimise)."""
+    def _adv_term(self, modified, align, labels, d=None):
+        """M's per-face adversarial loss (to minimise) against D `d` (default D_1)."""
+        d = self.classifier if d is None else d
         if self.random_label:
-            n = self.classifier.num_classes
-            # A random identity other than the true one.
+            n = d.num_classes
+            # A random identity other than the true one (a draw of its own per D).
             target = (tf.cast(labels, tf.int32)
                       + tf.random.uniform(tf.shape(labels), 1, n, dtype=tf.int32)) % n
-            return self._d_outputs(modified, align, target, training=False)[0]
-        ce, _, logits = self._d_outputs(modified, align, labels, training=False)
+            return self._d_outputs(modified, align, target, training=False, d=d)[0]
+        ce, _, logits = self._d_outputs(modified, align, labels, training=False, d=d)
         if self.adv_loss == "uniform":
             # Cross-entropy to the uniform distribution over identities, minus its minimum
             # log(N): 0 exactly when D cannot tell who it is.
@@ -333,19 +378,25 @@ class PrivacyGAN(keras.Model):
         self.trackers["d_acc_original"].update_state(correct)
 
     def _d_step(self, faces, labels, align):
-        """Line 3: arg max_D L_adv, i.e. D learns identities on originals and M(f)."""
+        """Line 3: arg max_D L_adv, i.e. D learns identities on originals and M(f); with
+        several D's each takes this step with its own optimizer and its own view draw."""
         modified = tf.stop_gradient(self.modifier(faces, training=False))
-        align = self._views(align)
-        with tf.GradientTape() as tape:
-            ce_mod, correct_mod, _ = self._d_outputs(modified, align, labels, training=True)
-            ce_orig, correct_orig, _ = self._d_outputs(faces, align, labels, training=True)
-            loss = self._global_mean(ce_mod + ce_orig)
-        variables = self.classifier.trainable_variables
-        self.d_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-        self.classifier.head.advance()
-        self.trackers["loss_d"].update_state(tf.reduce_mean(ce_mod + ce_orig))
-        self.trackers["d_acc_original"].update_state(correct_orig)
-        self.trackers["d_acc_modified"].update_state(correct_mod)
+        losses, acc_orig, acc_mod = [], [], []
+        for d, opt in zip(self.classifiers, self.d_optimizers):
+            view = self._views(align, d)
+            with tf.GradientTape() as tape:
+                ce_mod, correct_mod, _ = self._d_outputs(modified, view, labels, training=True, d=d)
+                ce_orig, correct_orig, _ = self._d_outputs(faces, view, labels, training=True, d=d)
+                loss = self._global_mean(ce_mod + ce_orig)
+            variables = d.trainable_variables
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            d.head.advance()
+            losses.append(tf.reduce_mean(ce_mod + ce_orig))
+            acc_orig.append(correct_orig)
+            acc_mod.append(correct_mod)
+        self.trackers["loss_d"].update_state(_mean(losses))
+        self.trackers["d_acc_original"].update_state(_mean(acc_orig))
+        self.trackers["d_acc_modified"].update_state(_mean(acc_mod))
         if self.critic is not None:
             self._critic_step(faces, modified)
 
@@ -361,17 +412,17 @@ class PrivacyGAN(keras.Model):
         self.r_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         self.trackers["loss_critic"].update_state(tf.reduce_mean(per_face))
 
-    def _identity_term(self, modified, faces, align):
-        """Per-face hinge on the cosine between D's embeddings of M(f) and f.
+    def _identity_term(self, modified, faces, align, d=None):
+        """Per-face hinge on the cosine between D's (`d`, default D_1) embeddings of M(f) and f.
 
         Labels play no part, so the push moves the embedding itself: what a recognizer of
         people D never saw compares. 0 once the two look like different people (cosine at
         or below `identity_margin`).
         """
-        h, w = self.classifier.input_height, self.classifier.input_width
-        e_mod = self.classifier(geometry.align_faces(modified, align, h, w), training=False)
-        e_orig = tf.stop_gradient(
-            self.classifier(geometry.align_faces(faces, align, h, w), training=False))
+        d = self.classifier if d is None else d
+        h, w = d.input_height, d.input_width
+        e_mod = d(geometry.align_faces(modified, align, h, w), training=False)
+        e_orig = tf.stop_gradient(d(geometry.align_faces(faces, align, h, w), training=False))
         cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
         return tf.nn.relu(cos - self.identity_margin)
 
@@ -390,15 +441,18 @@ class PrivacyGAN(keras.Model):
 
     def _m_step(self, faces, labels, align, frames_data=None):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
-        optional identity and colour terms (0 by default: Algorithm 1 exactly)."""
+        optional identity and colour terms (0 by default: Algorithm 1 exactly). With several
+        D's the adversarial and identity terms are means over them, each D through its own
+        view draw."""
         if self.lambda_outside > 0:
             outside = 1.0 - geometry.window_mask(align, self.modifier.input_size,
                                                  self.classifier.input_height,
                                                  self.classifier.input_width)
-        align = self._views(align)
+        views = [self._views(align, d) for d in self.classifiers]
         with tf.GradientTape(persistent=frames_data is not None) as tape:
             modified = self.modifier(faces, training=True)
-            adv = self._adv_term(modified, align, labels)
+            adv = _mean([self._adv_term(modified, v, labels, d)
+                         for d, v in zip(self.classifiers, views)])
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
             per_face = self.adv_weight * adv + self.lambda_l1 * l1
             if self.lambda_outside > 0:
@@ -406,7 +460,8 @@ class PrivacyGAN(keras.Model):
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
             identity = color = tf.zeros_like(l1)
             if self.lambda_identity > 0:
-                identity = self._identity_term(modified, faces, align)
+                identity = _mean([self._identity_term(modified, faces, v, d)
+                                  for d, v in zip(self.classifiers, views)])
                 per_face += self.lambda_identity * identity
             if self.lambda_color > 0 or self.lambda_lowpass > 0:
                 color, lowpass = self._color_terms(modified, faces)

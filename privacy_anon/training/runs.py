@@ -5,7 +5,8 @@ A run directory holds:
 - `checkpoints/`: `tf.train.Checkpoint`s (M, D, A, their optimizers, the step), the newest
   few kept; a run started again in the same directory resumes from the newest one;
 - `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
-- at the end, `modifier.keras`, `classifier.keras` (and `detector/` for joint/finetune) and
+- at the end, `modifier.keras`, `classifier.keras` (with `train.adversaries` K > 1 also
+  `classifier-2.keras` .. `classifier-K.keras`; `detector/` for joint/finetune) and
   `metrics.json` (last training metrics and held-out face metrics; for joint/finetune also
   how many training frames had faces and how many face boxes M rewrote);
 - `face_boxes/`: for joint/finetune on real frames without `data.face_boxes`, the faces the
@@ -17,6 +18,9 @@ scratch copy (`worker_scratch_dir`) and restore from this directory's checkpoint
 Stages (see `privacy_gan.py`): "classifier" pre-trains D; "adversarial" plays M against D
 (pre-training D first when no `classifier_checkpoint` is given); "joint" adds A on video
 frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
+With `train.adversaries` K > 1, "adversarial"/"joint" play M against K D's (D_1 is the one
+the final metrics use), pre-trained from seeds `train.seed` .. `train.seed + K - 1` in
+`out/classifier`, `out/classifier-2`, ... or given as K `classifier_checkpoint`s.
 """
 
 from __future__ import annotations
@@ -360,6 +364,51 @@ def weights_digest(*models) -> str:
     return digest.hexdigest()
 
 
+def classifier_file(k: int) -> str:
+    """D_k's file in a run directory: `classifier.keras`, `classifier-2.keras`, ..."""
+    return "classifier.keras" if k == 1 else f"classifier-{k}.keras"
+
+
+def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
+    """`classifier_checkpoint` (None, one path or a list of paths) as a list, checked against
+    `train.adversaries`: "adversarial"/"joint" take one D per adversary (or none: they are
+    pre-trained), the other stages at most one."""
+    if classifier_checkpoint is None:
+        paths = []
+    elif isinstance(classifier_checkpoint, (str, os.PathLike)):
+        paths = [str(classifier_checkpoint)]
+    else:
+        paths = [str(p) for p in classifier_checkpoint]
+    k = cfg.train.adversaries
+    if k < 1:
+        raise InputError(f"train.adversaries must be >= 1, received {k}")
+    if stage in ("adversarial", "joint"):
+        if paths and len(paths) != k:
+            raise InputError(f"--classifier-checkpoint given {len(paths)} time(s) but "
+                             f"train.adversaries is {k}: give one D per adversary, or none "
+                             "to pre-train them")
+    elif len(paths) > 1:
+        raise InputError(f"--classifier-checkpoint given {len(paths)} times: stage {stage} "
+                         "takes at most one D")
+    return paths
+
+
+def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
+    """Pre-trains D_1..D_K (K = `train.adversaries`) in `out/classifier`, `out/classifier-2`,
+    ...: D_k from seed `train.seed + k - 1` (its own init and data order), each resumable
+    like any run (a finished one is only reloaded). Returns their run directories."""
+    paths = []
+    for k in range(1, cfg.train.adversaries + 1):
+        name = "classifier" if k == 1 else f"classifier-{k}"
+        cfg_k = cfg if k == 1 else dataclasses.replace(
+            cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + k - 1))
+        print(f"no --classifier-checkpoint: pre-training D{'' if k == 1 else f'_{k}'} first in "
+              f"{out / name}", file=sys.stderr)
+        train(cfg_k, "classifier", out / name, strategy=strategy, verbose=verbose)
+        paths.append(str(out / name if chief else worker_scratch_dir(out / name, task)))
+    return paths
+
+
 def _extension_chunk(done: int, steps: int, chunk: int) -> int:
     """The largest chunk <= `chunk` that divides both `done` and `steps`: Keras epochs are
     chunks, so a run resumed at `done` continues at a whole epoch and ends at `steps`."""
@@ -368,7 +417,7 @@ def _extension_chunk(done: int, steps: int, chunk: int) -> int:
 
 
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
-          classifier_checkpoint: str | None = None, init_run: str | None = None,
+          classifier_checkpoint: str | list[str] | None = None, init_run: str | None = None,
           strategy=None, verbose: int | str = "auto", release: bool = True) -> dict:
     """Runs one training stage in `out` (resuming if it holds checkpoints); returns metrics.
 
@@ -379,7 +428,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         steps: total steps of this stage (default from the config).
         classifier_checkpoint: D to start from (`.keras` or run directory); for
             "adversarial"/"joint" without it, D is pre-trained first in `out/classifier`.
-        init_run: a run directory to take M (and D, A) from, e.g. a joint run for "finetune".
+            With `train.adversaries` K > 1: a list of exactly K (D_1 first), or None to
+            pre-train them (`pretrain_adversaries`).
+        init_run: a run directory to take M (and D, A) from, e.g. a joint run for "finetune";
+            with K D's, D_k from its `classifier-k.keras`.
         strategy: a `tf.distribute` strategy (default: the current one).
         verbose: Keras `fit` verbosity (progress bar when interactive).
         release: after an adversarial run on photos, export `out/bundle` (int8) and measure
@@ -397,6 +449,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         raise InputError(f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
     if stage == "finetune" and not init_run:
         raise InputError("--stage finetune needs the joint run to fine-tune (--init-run DIR)")
+    checkpoints = adversary_checkpoints(cfg, stage, classifier_checkpoint)
+    adversaries = cfg.train.adversaries if stage in ("adversarial", "joint") else 1
     out = Path(out)
     started = time.time()
     strategy = strategy or tf.distribute.get_strategy()
@@ -415,12 +469,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
         atomic_write_text(write / "heldout_identities.txt",
                           "".join(f"{name}\n" for name in faces.strangers.identities))
-    if stage in ("adversarial", "joint") and not classifier_checkpoint and not init_run:
-        print(f"no --classifier-checkpoint: pre-training D first in {out / 'classifier'}",
-              file=sys.stderr)
-        train(cfg, "classifier", out / "classifier", strategy=strategy, verbose=verbose)
-        classifier_checkpoint = str(out / "classifier" if chief
-                                    else worker_scratch_dir(out / "classifier", task))
+    if stage in ("adversarial", "joint") and not checkpoints and not init_run:
+        checkpoints = pretrain_adversaries(cfg, out, strategy, verbose, chief, task)
 
     t = cfg.train
     if steps is None:
@@ -434,16 +484,25 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
     with strategy.scope():
         modifier = build_modifier(cfg.modifier)
-        classifier = build_classifier(cfg.classifier, faces.train.num_identities)
+        classifiers = [build_classifier(cfg.classifier, faces.train.num_identities)
+                       for _ in range(adversaries)]
+        classifier = classifiers[0]
         if init_run:
             modifier.set_weights(load_keras_part(init_run, "modifier").get_weights())
-        d_source = classifier_checkpoint or init_run
-        if d_source and stage != "classifier":
-            loaded = load_keras_part(d_source, "classifier")
-            if loaded.num_classes != classifier.num_classes:
-                raise InputError(f"{d_source}: D knows {loaded.num_classes} identities, the "
-                                 f"face data has {classifier.num_classes}")
-            classifier.set_weights(loaded.get_weights())
+        # D_k from the k-th checkpoint (its classifier.keras), else from init_run's D_k
+        d_sources = ([(p, "classifier.keras") for p in checkpoints] if checkpoints else
+                     [(init_run, classifier_file(k)) for k in range(1, adversaries + 1)]
+                     if init_run else [])
+        if stage != "classifier":
+            from privacy_anon.models.face_classifier import FaceClassifier
+            from privacy_anon.models.saving import load_model_file, model_file
+
+            for d, (d_source, file_name) in zip(classifiers, d_sources):
+                loaded = load_model_file(model_file(d_source, file_name), FaceClassifier)
+                if loaded.num_classes != d.num_classes:
+                    raise InputError(f"{d_source}: D knows {loaded.num_classes} identities, the "
+                                     f"face data has {d.num_classes}")
+                d.set_weights(loaded.get_weights())
         detector = None
         if stage in ("joint", "finetune"):
             from privacy_anon.models.action_detector import ActionDetector
@@ -463,6 +522,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             critic = PatchCritic(t.critic_filters, name="critic")
             critic(np.zeros((1, cfg.modifier.input_size, cfg.modifier.input_size, 3), np.float32))
             opts["r"], rates["r"] = _adam(t.lr_critic, cfg), t.lr_critic
+        for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
+            opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
                          adv_weight=t.adv_weight, random_label=t.random_label,
                          adv_loss=t.adv_loss, adv_cap=t.adv_cap,
@@ -470,13 +531,16 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
                          critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
                          view_jitter=t.view_jitter, lambda_outside=t.lambda_outside,
-                         face_enlarge=cfg.face_detection.enlarge)
-        gan.compile(m_optimizer=opts["m"], d_optimizer=opts["d"], a_optimizer=opts["a"],
+                         face_enlarge=cfg.face_detection.enlarge,
+                         extra_classifiers=classifiers[1:])
+        d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
+        gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
         gan.build_optimizers()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
         items = {"step": step, "modifier": modifier, "classifier": classifier}
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
+        items.update({f"classifier_{k}": d for k, d in enumerate(classifiers[1:], start=2)})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
             items["rewrite_counts"] = gan.rewrite_counts
@@ -524,12 +588,14 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
-    save_keras(classifier, write / "classifier.keras")
+    for k, d in enumerate(classifiers, start=1):
+        save_keras(d, write / classifier_file(k))
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
     rows = _history(write / "history.jsonl")
     metrics = {"stage": stage, "steps": steps, "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
+    # against D_1 only (with several D's: D_1 is the run's own seed, as with one D)
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
     if stage == "classifier":
         for key in ("d_accuracy_modified", "ssim_modified"):
@@ -558,5 +624,5 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     atomic_write_json(write / "metrics.json", metrics)
     if task is not None:  # workers must end identical: one line to compare them by
         print(f"worker {task}: step {int(step.numpy())} weights sha256 "
-              f"{weights_digest(modifier, classifier, detector)}", file=sys.stderr)
+              f"{weights_digest(modifier, *classifiers, detector)}", file=sys.stderr)
     return metrics
