@@ -49,9 +49,13 @@ print(json.dumps({"cpu_ms": 1000 * cpu / len(frames), "wall_ms": 1000 * wall / l
 
 def measure(repo: Path, frames_file: Path, what: str, threads: int, warmup: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(repo.resolve()), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # cwd: `python -c` puts the working directory before PYTHONPATH on sys.path
     out = subprocess.run([sys.executable, "-c", CHILD, str(frames_file), what, str(threads), str(warmup)],
-                         env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+                         env=env, capture_output=True, text=True, check=True, cwd=frames_file.parent)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["module"].startswith(str(repo.resolve()) + os.sep):
+        raise RuntimeError(f"{repo}: imported privacy_anon from {result['module']}")
+    return result
 
 
 def main() -> None:

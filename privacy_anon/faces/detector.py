@@ -396,10 +396,6 @@ def _logit_floor(threshold: float) -> float:
     return float(np.log(threshold / (1.0 - threshold))) - 1e-3
 
 
-# uint8 pixel -> model input value, as a lookup table: one gather per resized frame
-_PIXEL_TO_INPUT = np.arange(256, dtype=np.float32) / 127.5 - 1.0
-
-
 class _ScaledFrames:
     """One frame resized to each scale the detector windows need, each made once.
 
@@ -435,7 +431,10 @@ class _ScaledFrames:
                 small = cv2.resize(source, (new_w, new_h),
                                    interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
             self._made[scale] = (small, (width / new_w, height / new_h))
-            self._inputs[scale] = (_PIXEL_TO_INPUT[small], (width / new_w, height / new_h))
+            values = small.astype(np.float32)
+            np.divide(values, 127.5, out=values)  # in place: the same values as x / 127.5 - 1
+            np.subtract(values, 1.0, out=values)
+            self._inputs[scale] = (values, (width / new_w, height / new_h))
         return self._inputs[scale]
 
 
