@@ -399,16 +399,14 @@ def _logit_floor(threshold: float) -> float:
 class _ScaledFrames:
     """One frame resized to each scale the detector windows need, each made once.
 
-    A scale is made from an already-made image that is a whole multiple (>= 2) of its size
-    when there is one (an area average of an area average over whole pixels: the same up to
-    rounding, and far fewer pixels to read; the zoomed-out window from the whole frame),
-    else from the frame itself.
+    Each scale is made from the frame itself (not from a smaller copy): a window cut from
+    it holds the pixels a resize of that window's crop would give (the same where the
+    window starts on a whole resized pixel), which is what the mobile runners compute.
     """
 
     def __init__(self, image: np.ndarray):
         self.image = image
         self._made: dict[float, tuple[np.ndarray, tuple[float, float]]] = {}
-        self._inputs: dict[float, tuple[np.ndarray, tuple[float, float]]] = {}
 
     def at(self, scale: float) -> tuple[np.ndarray, tuple[float, float]]:
         """The frame resized by about `scale` (sides rounded to whole pixels) as model input
@@ -417,25 +415,14 @@ class _ScaledFrames:
         if scale not in self._made:
             height, width = self.image.shape[:2]
             new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
-            source = self.image
-            for made, _ in self._made.values():
-                k = made.shape[1] // new_w
-                if k >= 2 and made.shape[:2] == (k * new_h, k * new_w):
-                    source = made
-                    break
-            if (new_w, new_h) == (width, height):
-                small = self.image
-            else:
-                # INTER_AREA averages when shrinking, which keeps small faces from aliasing away
-                shrink = new_w < source.shape[1]
-                small = cv2.resize(source, (new_w, new_h),
-                                   interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-            self._made[scale] = (small, (width / new_w, height / new_h))
+            # INTER_AREA averages when shrinking, which keeps small faces from aliasing away
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            small = cv2.resize(self.image, (new_w, new_h), interpolation=interpolation)
             values = small.astype(np.float32)
             np.divide(values, 127.5, out=values)  # in place: the same values as x / 127.5 - 1
             np.subtract(values, 1.0, out=values)
-            self._inputs[scale] = (values, (width / new_w, height / new_h))
-        return self._inputs[scale]
+            self._made[scale] = (values, (width / new_w, height / new_h))
+        return self._made[scale]
 
 
 def _tiles(width: int, height: int, side: int) -> list[tuple[int, int, int, int, int]]:
