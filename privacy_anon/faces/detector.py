@@ -324,8 +324,9 @@ class BlazeFace:
         pixel of the resized frame: it may sit up to half a resized pixel from `(x0, y0)`.
 
         Returns:
-            boxes, scores and keypoints in frame pixels, and `(x0, y0, w, h)` of the window
-            the model saw, in (float) frame pixels.
+            boxes, scores and keypoints in frame pixels, and `(x0, y0, w, h, inner)`: the
+            window the model saw, in (float) frame pixels, and which of its (left, top,
+            right, bottom) edges lie inside the frame.
         """
         scale = INPUT_SIZE / max(side, w, h)
         small, (fx, fy) = scaled.at(scale)  # model input values, [-1, 1]
