@@ -227,3 +227,97 @@ def test_blazeface_path_works_without_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def _faces_on_tile_seams(width=987, height=557, side=320):
+    """The astronaut's face (~50-60 px) pasted over the coffee photo across the seams of the
+    `side`-px tiles (and one near the far corner): where a mis-placed tile cuts or moves it."""
+    photo = skdata.astronaut()
+    frame = cv2.resize(skdata.coffee(), (width, height), interpolation=cv2.INTER_AREA)
+    cx, cy = (ASTRONAUT_FACE[:2] + ASTRONAUT_FACE[2:]) / 2
+    boxes = []
+    for x, y, face in ((side // 2, side // 2, 56), (side, side // 2 + 40, 50), (int(1.5 * side), 250, 60),
+                       (width - 70, height - 70, 54), (side // 2 + 30, height - 100, 52)):
+        scale = face / (ASTRONAUT_FACE[2] - ASTRONAUT_FACE[0])
+        small = cv2.resize(photo, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        r = int(0.9 * face)  # face with some hair and neck around it
+        px, py = int(cx * scale), int(cy * scale)
+        patch = small[max(0, py - r):py + r, max(0, px - r):px + r]
+        y0, x0 = y - (py - max(0, py - r)), x - (px - max(0, px - r))
+        frame[y0:y0 + patch.shape[0], x0:x0 + patch.shape[1]] = patch[:height - y0, :width - x0]
+        boxes.append(np.array([x - face / 2, y - face / 2, x + face / 2, y + face / 2], np.float32))
+    return frame, np.stack(boxes)
+
+
+def _reference_window(interpreter, frame, x0, y0, w, h, side, threshold):
+    """The plain way, written out here: crop the window, resize it, letterbox, run, decode."""
+    crop = frame[y0:y0 + h, x0:x0 + w]
+    scale = 192 / max(side, w, h)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    small = cv2.resize(crop, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    canvas = np.full((1, 192, 192, 3), -1.0, np.float32)
+    off_x, off_y = (192 - new_w) // 2, (192 - new_h) // 2
+    canvas[0, off_y:off_y + new_h, off_x:off_x + new_w] = small / 127.5 - 1.0
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], canvas)
+    interpreter.invoke()
+    out = {int(d["shape"][-1]): interpreter.get_tensor(d["index"])[0] for d in interpreter.get_output_details()}
+    scores = 1 / (1 + np.exp(-np.clip(out[1][:, 0], -80, 80)))
+    keep = scores >= threshold
+    grid = (np.arange(48) + 0.5) * 4  # anchor centres in model pixels, row-major
+    anchors = np.stack(np.meshgrid(grid, grid), axis=-1).reshape(-1, 2)[keep]
+    raw = out[16][keep]
+    boxes = np.concatenate([anchors + raw[:, :2] - raw[:, 2:4] / 2, anchors + raw[:, :2] + raw[:, 2:4] / 2], axis=1)
+    sx, sy = w / new_w, h / new_h
+    boxes = (boxes - [off_x, off_y, off_x, off_y]) * [sx, sy, sx, sy] + [x0, y0, x0, y0]
+    return boxes.astype(np.float32), scores[keep].astype(np.float32)
+
+
+def test_tiles_cut_from_the_resized_frame_match_per_window_crops():
+    """The detector resizes the frame once per scale and cuts tiles from it; a plain
+    reference (each window cropped from the frame, then resized, letterboxed, run and decoded
+    on its own) must give the same faces in every window, and every pasted face is found."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from privacy_anon.faces.boxes import weighted_nms
+    from privacy_anon.faces.detector import _ScaledFrames
+
+    frame, truth = _faces_on_tile_seams()
+    height, width = frame.shape[:2]
+    detector = BlazeFace(num_threads=1, score_threshold=0.5, min_face_size=40, zoom_out=2)
+    interpreter = Interpreter(model_path=blazeface_model_path(), num_threads=1)
+    interpreter.allocate_tensors()
+    windows = detector.windows(width, height)
+    assert len(windows) > 10 and len({w for _, _, w, _, _ in windows[2:]}) == 2  # two tile levels
+    scaled = _ScaledFrames(frame)
+    compared = 0
+    for x0, y0, w, h, side in windows:
+        ref_boxes, ref_scores = _reference_window(interpreter, frame, x0, y0, w, h, side, 0.5)
+        boxes, scores, points, seen = detector._detect_window(scaled, x0, y0, w, h, side)
+        if len(scores):
+            boxes, scores = weighted_nms(boxes, scores, 0.3, points)[:2]
+        if len(ref_scores):
+            ref_boxes, ref_scores = weighted_nms(ref_boxes, ref_scores, 0.3)[:2]
+        unit = max(side, w, h) / 192  # one model pixel, in frame pixels
+        assert np.abs(np.array(seen[:4]) - [x0, y0, w, h]).max() <= unit / 2 + 1e-3
+        for a, sa, b in ((boxes, scores, ref_boxes), (ref_boxes, ref_scores, boxes)):
+            for box in a[sa >= 0.55]:  # clear detections; 0.5 +- rounding may flip
+                assert len(b), f"window {(x0, y0, w, h)}: {box} found by one path only"
+                assert np.abs(b - box).max(axis=1).min() <= 1.5 * unit, f"window {(x0, y0, w, h)}: {box} vs {b}"
+                compared += 1
+    assert compared >= 2 * len(truth)  # faces were seen in several windows each
+    found, _, _ = detector.detect(frame)
+    overlap = iou_matrix(truth, found)
+    assert (overlap.max(axis=1) >= 0.4).all(), f"missed faces: {truth[overlap.max(axis=1) < 0.4]}"
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.5, 0.6, 0.999, 1.0])
+def test_logit_prefilter_keeps_exactly_the_scores_above_the_threshold(threshold):
+    from privacy_anon.faces.detector import RAW_SCORE_LIMIT, _logit_floor
+
+    logits = np.concatenate([np.random.default_rng(0).normal(0, 8, 20000),
+                             np.linspace(-30, 30, 20001)]).astype(np.float32)
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
+    wanted = scores >= threshold
+    candidates = logits >= _logit_floor(threshold)
+    assert not (wanted & ~candidates).any()  # nothing the exact test keeps is lost
+    assert candidates.sum() - wanted.sum() < 0.02 * len(logits)  # and the filter does filter

@@ -246,6 +246,7 @@ class BlazeFace:
         self._classifier_index = by_width[1]["index"]
         self._anchors = _anchor_centres()
         self._canvas = np.empty((1, INPUT_SIZE, INPUT_SIZE, 3), np.float32)
+        self._windows: dict = {}
 
     def __call__(self, image):
         return self.detect(image)
@@ -262,11 +263,14 @@ class BlazeFace:
         """
         image = as_rgb_uint8(image)
         height, width = image.shape[:2]
+        # the frame is resized once per scale and windows are cut from that (all tiles share
+        # one scale), instead of resizing every overlapping window's crop again
+        scaled = _ScaledFrames(image)
         all_boxes, all_scores, all_points = [], [], []
         for x0, y0, w, h, side in self.windows(width, height):
-            boxes, scores, points = self._detect_window(image, x0, y0, w, h, side)
+            boxes, scores, points, seen = self._detect_window(scaled, x0, y0, w, h, side)
             if len(scores) and (w, h) != (width, height):
-                keep = ~self._touches_inner_edge(boxes, x0, y0, w, h, width, height)
+                keep = ~self._touches_inner_edge(boxes, *seen)
                 boxes, scores, points = boxes[keep], scores[keep], points[keep]
             elif len(scores) and side > max(width, height):
                 keep = (boxes[:, 2:] - boxes[:, :2]).max(axis=1) >= ZOOM_MIN_FACE * max(width, height)
@@ -289,6 +293,12 @@ class BlazeFace:
         doubling while smaller than the frame's longer side; tiles overlap by half a side
         and the last one in a row/column is flush with the frame's edge.
         """
+        key = (width, height, self.min_face_size, self.zoom_out, self.max_calls)
+        if key not in self._windows:  # the same for every frame of a video
+            self._windows = {key: self._make_windows(width, height)}
+        return list(self._windows[key])
+
+    def _make_windows(self, width: int, height: int) -> list[tuple[int, int, int, int, int]]:
         longer = max(width, height)
         result = [(0, 0, width, height, longer)]
         if self.zoom_out > 1:
@@ -306,57 +316,114 @@ class BlazeFace:
         tiles = [w for _, _, w, h, _ in self.windows(width, height)[1 + (self.zoom_out > 1):]]
         return min(tiles) / TILE_PER_MIN_FACE if tiles else max(width, height) / TILE_PER_MIN_FACE
 
-    def _detect_window(self, image, x0, y0, w, h, side):
-        """Runs the model on `image[y0:y0+h, x0:x0+w]` centred in a black square canvas of
-        `side` pixels (letterbox); returns boxes, scores and keypoints in frame pixels."""
-        crop = image[y0:y0 + h, x0:x0 + w]
+    def _detect_window(self, scaled: "_ScaledFrames", x0, y0, w, h, side):
+        """Runs the model on frame window `(x0, y0, w, h)` centred in a black square canvas of
+        `side` frame pixels (letterbox).
+
+        The window is cut from the frame resized once for its scale, so it starts on a whole
+        pixel of the resized frame: it may sit up to half a resized pixel from `(x0, y0)`.
+
+        Returns:
+            boxes, scores and keypoints in frame pixels, and `(x0, y0, w, h, inner)`: the
+            window the model saw, in (float) frame pixels, and which of its (left, top,
+            right, bottom) edges lie inside the frame.
+        """
         scale = INPUT_SIZE / max(side, w, h)
+        small, (fx, fy) = scaled.at(scale)  # model input values, [-1, 1]
         new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
-        # INTER_AREA averages when shrinking, which keeps small faces from aliasing away
-        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        small = cv2.resize(crop, (new_w, new_h), interpolation=interpolation)
+        # clamped: a window flush with the frame's far edge stays flush in the resized frame
+        sx0 = min(int(round(x0 * scale)), small.shape[1] - new_w)
+        sy0 = min(int(round(y0 * scale)), small.shape[0] - new_h)
         off_x, off_y = (INPUT_SIZE - new_w) // 2, (INPUT_SIZE - new_h) // 2
         canvas = self._canvas
-        canvas.fill(-1.0)  # letterbox bars are black, as in MediaPipe
-        canvas[0, off_y:off_y + new_h, off_x:off_x + new_w] = small.astype(np.float32) / 127.5 - 1.0
+        if (new_w, new_h) != (INPUT_SIZE, INPUT_SIZE):
+            canvas.fill(-1.0)  # letterbox bars are black, as in MediaPipe
+        canvas[0, off_y:off_y + new_h, off_x:off_x + new_w] = small[sy0:sy0 + new_h, sx0:sx0 + new_w]
+        # the window the model saw, in frame pixels, and which of its edges are inside the frame
+        seen = (sx0 * fx, sy0 * fy, new_w * fx, new_h * fy,
+                (sx0 > 0, sy0 > 0, sx0 + new_w < small.shape[1], sy0 + new_h < small.shape[0]))
 
         self._interpreter.set_tensor(self._input_index, canvas)
         self._interpreter.invoke()
-        raw_boxes = self._interpreter.get_tensor(self._regressor_index)[0]
         raw_scores = self._interpreter.get_tensor(self._classifier_index)[0, :, 0]
-
-        logits = np.clip(raw_scores, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
+        # only anchors near or above the threshold get the sigmoid and the box decoding:
+        # the candidates are picked on the logits (a margin below the threshold's logit so
+        # that float rounding cannot lose one), then the exact test runs on their scores
+        idx = np.nonzero(raw_scores >= _logit_floor(self.score_threshold))[0]
+        logits = np.clip(raw_scores[idx], -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)
         scores = 1.0 / (1.0 + np.exp(-logits))
-        idx = np.nonzero(scores >= self.score_threshold)[0]
+        above = scores >= self.score_threshold
+        idx, scores = idx[above], scores[above]
         if not idx.size:
-            return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32)
-        raw = raw_boxes[idx]
+            return (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 6, 2), np.float32),
+                    seen)
+        raw = self._interpreter.get_tensor(self._regressor_index)[0, idx]
         anchors = self._anchors[idx] * INPUT_SIZE  # anchor centres in model pixels
         centre = raw[:, 0:2] + anchors
         half = raw[:, 2:4] / 2
         boxes = np.concatenate([centre - half, centre + half], axis=1)
         points = raw[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
 
-        # letterbox removal: model pixels -> crop pixels -> frame pixels
-        sx, sy = w / new_w, h / new_h
-        boxes = (boxes - [off_x, off_y, off_x, off_y]) * [sx, sy, sx, sy] + [x0, y0, x0, y0]
-        points = (points - [off_x, off_y]) * [sx, sy] + [x0, y0]
-        return boxes.astype(np.float32), scores[idx].astype(np.float32), points.astype(np.float32)
+        # letterbox removal: model pixels -> resized-frame pixels -> frame pixels
+        ox, oy = sx0 - off_x, sy0 - off_y
+        boxes = (boxes + [ox, oy, ox, oy]) * [fx, fy, fx, fy]
+        points = (points + [ox, oy]) * [fx, fy]
+        return boxes.astype(np.float32), scores.astype(np.float32), points.astype(np.float32), seen
 
     @staticmethod
-    def _touches_inner_edge(boxes, x0, y0, w, h, width, height) -> np.ndarray:
-        """True for boxes reaching an edge of the tile that is not an edge of the frame."""
+    def _touches_inner_edge(boxes, x0, y0, w, h, inner) -> np.ndarray:
+        """True for boxes reaching an edge of the window `(x0, y0, w, h)` that is not an edge
+        of the frame; `inner`: (left, top, right, bottom) edge is inside the frame."""
         mx, my = EDGE_MARGIN * w, EDGE_MARGIN * h
+        left, top, right, bottom = inner
         cut = np.zeros(len(boxes), bool)
-        if x0 > 0:
+        if left:
             cut |= boxes[:, 0] < x0 + mx
-        if y0 > 0:
+        if top:
             cut |= boxes[:, 1] < y0 + my
-        if x0 + w < width:
+        if right:
             cut |= boxes[:, 2] > x0 + w - mx
-        if y0 + h < height:
+        if bottom:
             cut |= boxes[:, 3] > y0 + h - my
         return cut
+
+
+def _logit_floor(threshold: float) -> float:
+    """A logit below which a score cannot reach `threshold` (with a margin for float32 rounding)."""
+    if threshold <= 0.0:
+        return -np.inf
+    if threshold >= 1.0:  # float32 sigmoid rounds to 1.0 from a logit of about 17
+        return 15.0
+    return float(np.log(threshold / (1.0 - threshold))) - 1e-3
+
+
+class _ScaledFrames:
+    """One frame resized to each scale the detector windows need, each made once.
+
+    Each scale is made from the frame itself (not from a smaller copy): a window cut from
+    it holds the pixels a resize of that window's crop would give (the same where the
+    window starts on a whole resized pixel), which is what the mobile runners compute.
+    """
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+        self._made: dict[float, tuple[np.ndarray, tuple[float, float]]] = {}
+
+    def at(self, scale: float) -> tuple[np.ndarray, tuple[float, float]]:
+        """The frame resized by about `scale` (sides rounded to whole pixels) as model input
+        values (float32 in [-1, 1]), and the exact `(fx, fy)` that map its pixels back to
+        frame pixels."""
+        if scale not in self._made:
+            height, width = self.image.shape[:2]
+            new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+            # INTER_AREA averages when shrinking, which keeps small faces from aliasing away
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            small = cv2.resize(self.image, (new_w, new_h), interpolation=interpolation)
+            values = small.astype(np.float32)
+            np.divide(values, 127.5, out=values)  # in place: the same values as x / 127.5 - 1
+            np.subtract(values, 1.0, out=values)
+            self._made[scale] = (values, (width / new_w, height / new_h))
+        return self._made[scale]
 
 
 def _tiles(width: int, height: int, side: int) -> list[tuple[int, int, int, int, int]]:
