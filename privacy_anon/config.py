@@ -152,6 +152,7 @@ class TrainConfig:
     lambda_realism: float = 0.0  # a PatchGAN critic R (models/realism.py) must take M(f) for real
     critic_filters: int = 16
     lr_critic: float = 2e-4
+    realism_focus: bool = False  # R's and M's realism losses weigh patches by M's change there
     # D sees faces through a random shift/scale/turn/mirror of up to this (x D's width)
     view_jitter: float = 0.0
     lambda_outside: float = 0.0  # extra L1 on M's edits outside D's aligned face window

@@ -124,3 +124,33 @@ def test_extra_classifiers_round_trip_and_stay_out_of_pre_training():
     assert PrivacyGAN.from_config(PrivacyGAN(gan.modifier, gan.classifier).get_config()).extra_classifiers == []
     with pytest.raises(ValueError, match="classifier"):
         PrivacyGAN(gan.modifier, gan.classifier, stage="classifier", extra_classifiers=[gan.classifiers[1]])
+
+
+def test_realism_focus_weighs_the_patches_m_changed():
+    from privacy_anon.models.realism import PatchCritic
+
+    cfg = get_preset("tiny")
+    s = cfg.modifier.input_size
+    faces = tf.constant(synthetic_faces(2, 2, s, seed=0).images.astype(np.float32) / 127.5 - 1.0)
+    # M changed one 1/4-side square (the "mouth") and nothing else
+    edit = np.zeros(faces.shape, np.float32)
+    edit[:, s // 2:3 * s // 4, s // 4:s // 2] = 0.5
+    modified = faces + edit
+    critic = PatchCritic(8)
+    logits = critic(modified)
+    kw = dict(critic=critic, lambda_realism=1.0)
+    plain = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, 2), **kw)
+    focus = PrivacyGAN(plain.modifier, plain.classifier, realism_focus=True, **kw)
+    w_plain = plain._patch_weights(modified, faces, logits).numpy()
+    w_focus = focus._patch_weights(modified, faces, logits).numpy()
+    np.testing.assert_allclose(w_plain.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(w_focus.sum(axis=(1, 2, 3)), 1.0, rtol=1e-5)
+    h = logits.shape[1]
+    inside = np.zeros(w_focus.shape, bool)
+    inside[:, h // 2:3 * h // 4, h // 4:h // 2] = True  # the edited square, in patches
+    # a plain mean gives the edited 1/16 of the crop 1/16 of the say; focus nearly all of it
+    assert np.allclose(w_plain[inside].reshape(len(faces), -1).sum(1), 1 / 16, atol=1e-6)
+    assert w_focus[inside].reshape(len(faces), -1).sum(1).min() > 0.95
+    # an untouched face (M starts as the identity) falls back to equal weights
+    np.testing.assert_allclose(focus._patch_weights(faces, faces, logits).numpy(), w_plain, rtol=1e-4)
+    assert focus.get_config()["realism_focus"] and not plain.get_config()["realism_focus"]

@@ -106,6 +106,10 @@ class PrivacyGAN(keras.Model):
         lambda_outside: extra L1 weight on M's edits outside the window D aligns (hair,
             background, neck): no recognizer reads identity there, so edits there only cost
             realism. 0 in the paper.
+        realism_focus: the critic's and M's realism losses weigh each patch by how much M
+            changed it (the per-face mean, stop-gradient) instead of equally: most of a
+            crop is left untouched, and a plain mean over patches let R ignore the few it
+            should judge (its loss stayed near 2 log 2). False in the paper (no critic).
         extra_classifiers: D_2..D_K beside `classifier` (D_1), e.g. D's pre-trained from
             other seeds: in "adversarial"/"joint" each D takes its own D step (its own
             optimizer and its own draw of the jittered view) and M's adversarial and identity
@@ -128,7 +132,7 @@ class PrivacyGAN(keras.Model):
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
                  lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
                  view_jitter: float = 0.0, lambda_outside: float = 0.0,
-                 extra_classifiers=(), **kwargs):
+                 extra_classifiers=(), realism_focus: bool = False, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -170,6 +174,7 @@ class PrivacyGAN(keras.Model):
         self.lambda_realism = float(lambda_realism)
         self.view_jitter = float(view_jitter)
         self.lambda_outside = float(lambda_outside)
+        self.realism_focus = bool(realism_focus)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
@@ -278,6 +283,7 @@ class PrivacyGAN(keras.Model):
             "lambda_realism": self.lambda_realism,
             "view_jitter": self.view_jitter,
             "lambda_outside": self.lambda_outside,
+            "realism_focus": self.realism_focus,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
                                   for d in self.extra_classifiers],
         }
@@ -400,13 +406,27 @@ class PrivacyGAN(keras.Model):
         if self.critic is not None:
             self._critic_step(faces, modified)
 
+    def _patch_weights(self, modified, faces, logits):
+        """(N, h, w, 1) weights of the critic's patches, summing to 1 per face: equal, or with
+        `realism_focus` proportional to how much M changed each patch (no gradient)."""
+        if not self.realism_focus:
+            n = tf.cast(tf.reduce_prod(tf.shape(logits)[1:3]), logits.dtype)
+            return tf.ones_like(logits) / n
+        change = tf.reduce_mean(tf.abs(tf.stop_gradient(modified - faces)), -1, keepdims=True)
+        change = tf.image.resize(change, tf.shape(logits)[1:3], method="area")
+        # a floor: an untouched face (M starts as the identity) weighs its patches equally
+        change += 1e-4
+        return change / tf.reduce_sum(change, axis=[1, 2, 3], keepdims=True)
+
     def _critic_step(self, faces, modified):
-        """R learns real photos (logit > 0) from M's faces (< 0), per patch."""
+        """R learns real photos (logit > 0) from M's faces (< 0), per patch; a face's real
+        and modified patches weigh the same (`_patch_weights`)."""
         with tf.GradientTape() as tape:
             real = self.critic(faces, training=True)
             fake = self.critic(modified, training=True)
-            per_face = (tf.reduce_mean(tf.nn.softplus(-real), axis=[1, 2, 3])
-                        + tf.reduce_mean(tf.nn.softplus(fake), axis=[1, 2, 3]))
+            weights = self._patch_weights(modified, faces, fake)
+            per_face = (tf.reduce_sum(weights * tf.nn.softplus(-real), axis=[1, 2, 3])
+                        + tf.reduce_sum(weights * tf.nn.softplus(fake), axis=[1, 2, 3]))
             loss = self._global_mean(per_face)
         variables = self.critic.trainable_variables
         self.r_optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
@@ -469,8 +489,9 @@ class PrivacyGAN(keras.Model):
             realism = tf.zeros_like(l1)
             if self.lambda_realism > 0:
                 # non-saturating: M wants R to call its patches real
-                realism = tf.reduce_mean(tf.nn.softplus(-self.critic(modified, training=False)),
-                                         axis=[1, 2, 3])
+                fake = self.critic(modified, training=False)
+                realism = tf.reduce_sum(self._patch_weights(modified, faces, fake)
+                                        * tf.nn.softplus(-fake), axis=[1, 2, 3])
                 per_face += self.lambda_realism * realism
             loss = self._global_mean(per_face)
             if frames_data is not None:

@@ -532,7 +532,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
                          view_jitter=t.view_jitter, lambda_outside=t.lambda_outside,
                          face_enlarge=cfg.face_detection.enlarge,
-                         extra_classifiers=classifiers[1:])
+                         extra_classifiers=classifiers[1:], realism_focus=t.realism_focus)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
