@@ -155,6 +155,7 @@ class TrainConfig:
     realism_focus: bool = False  # R's and M's realism losses weigh patches by M's change there
     # D sees faces through a random shift/scale/turn/mirror of up to this (x D's width)
     view_jitter: float = 0.0
+    view_erase: float = 0.0  # probability D's view of a face has a random rectangle erased
     lambda_outside: float = 0.0  # extra L1 on M's edits outside D's aligned face window
     # D's M plays against (1 = the paper); K > 1 pre-trains D_2..D_K from seeds seed+1..seed+K-1
     # (or takes K --classifier-checkpoint's) and M fools their mean: better transfer

@@ -101,3 +101,25 @@ def test_window_mask_covers_what_d_sees_and_nothing_far_from_it():
     assert mask[64, 64] == 1.0 and mask[2, 2] == 0.0 and mask[125, 64] == 0.0
     # the window is 96 x 112 of D's pixels, 0.6 of a crop pixel each: about 58 x 67 pixels
     assert abs(mask.sum() - 0.6 * 96 * 0.6 * 112) < 0.15 * 0.36 * 96 * 112
+
+
+def test_erase_patches_blanks_one_rectangle_per_chosen_view():
+    import tensorflow as tf
+
+    from privacy_anon.faces.geometry import erase_patches
+
+    images = tf.ones((64, 40, 32, 3))
+    seed = tf.constant([3, 7])
+    out = erase_patches(images, 1.0, seed=seed).numpy()
+    blank = out[..., 0] == 0
+    area = blank.mean(axis=(1, 2))
+    # every view lost one rectangle of 20-50% of each side: 4-25% of the pixels
+    assert area.min() >= 0.2 * 0.2 * 0.8 and area.max() <= 0.5 * 0.5 * 1.2
+    for mask in blank:  # one axis-aligned rectangle: its bounding box is all blank
+        ys, xs = np.nonzero(mask)
+        assert mask[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()
+    assert len({m.tobytes() for m in blank}) > 50  # placed and sized anew for each view
+    np.testing.assert_array_equal(erase_patches(images, 1.0, seed=seed).numpy(), out)  # seeded
+    half = erase_patches(images, 0.5, seed=seed).numpy()
+    assert 0.25 < (half[..., 0] == 0).any(axis=(1, 2)).mean() < 0.75
+    assert erase_patches(images, 0.0) is images

@@ -154,3 +154,18 @@ def test_realism_focus_weighs_the_patches_m_changed():
     # an untouched face (M starts as the identity) falls back to equal weights
     np.testing.assert_allclose(focus._patch_weights(faces, faces, logits).numpy(), w_plain, rtol=1e-4)
     assert focus.get_config()["realism_focus"] and not plain.get_config()["realism_focus"]
+
+
+def test_view_erase_hides_a_region_from_d_alike_for_both_faces_of_the_identity_term(parts):
+    gan, x, align = parts
+    erasing = PrivacyGAN(gan.modifier, gan.classifier, lambda_identity=1.0, view_erase=1.0)
+    # M(f) and f are compared through the same erased view: an unchanged face is still cosine 1
+    np.testing.assert_allclose(
+        erasing._identity_term(erasing.modifier(x), x, align).numpy(), 1.0, atol=1e-4)
+    labels = tf.range(x.shape[0]) % 4
+    plain = gan._d_outputs(x, align, labels, training=False)[2].numpy()
+    seen = erasing._d_outputs(x, align, labels, training=False)[2].numpy()
+    assert np.abs(seen - plain).max() > 1e-3  # D's view really lost a region
+    assert erasing.get_config()["view_erase"] == 1.0
+    with pytest.raises(ValueError, match="view_erase"):
+        PrivacyGAN(gan.modifier, gan.classifier, view_erase=1.5)

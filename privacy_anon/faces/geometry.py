@@ -161,6 +161,32 @@ def jitter_alignment(matrices, height: int, width: int, amount: float, seed=None
     return tf.linalg.matmul(matrices, jitter)  # (B, 2, 3) @ (B, 3, 3)
 
 
+def erase_patches(images, prob: float, smallest: float = 0.2, largest: float = 0.5, seed=None):
+    """`images` (B, H, W, C) with, for each image with probability `prob`, one rectangle (sides
+    `smallest`..`largest` of the image's, anywhere inside it) set to 0 (mid-grey in [-1, 1]).
+
+    Random erasing (Zhong et al. 2020) for D's views: a D that cannot count on any one region
+    (the mouth, say) reads identity from all of them, so an M that fools it must change the
+    whole face, as a recognizer it never saw would read it, not paint over one spot.
+    """
+    if prob <= 0:
+        return images
+    shape = tf.shape(images)
+    batch, h, w = shape[0], tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    u = tf.random.stateless_uniform([batch, 5], seed) if seed is not None \
+        else tf.random.uniform([batch, 5])
+    side_h = h * (smallest + (largest - smallest) * u[:, 0])
+    side_w = w * (smallest + (largest - smallest) * u[:, 1])
+    y0, x0 = (h - side_h) * u[:, 2], (w - side_w) * u[:, 3]
+    on = tf.cast(u[:, 4] < prob, images.dtype)
+    ys = tf.range(h)[None, :] + 0.5
+    xs = tf.range(w)[None, :] + 0.5
+    in_y = tf.cast((ys >= y0[:, None]) & (ys < (y0 + side_h)[:, None]), images.dtype)  # (B, H)
+    in_x = tf.cast((xs >= x0[:, None]) & (xs < (x0 + side_w)[:, None]), images.dtype)  # (B, W)
+    erased = in_y[:, :, None] * in_x[:, None, :] * on[:, None, None]  # (B, H, W)
+    return images * (1.0 - erased[..., None])
+
+
 def window_mask(matrices, size: int, height: int, width: int, soft: float = 4.0):
     """(B, size, size, 1): 1 on the pixels of a size x size face that D's aligned height x width
     window covers (through `matrices`, output-to-face), falling to 0 over `soft` pixels of D's

@@ -103,6 +103,10 @@ class PrivacyGAN(keras.Model):
             through a random shift, scale, turn and mirror of the alignment
             (`geometry.jitter_alignment`), so M cannot win with a pattern that only works
             pixel-exactly. 0 in the paper.
+        view_erase: if > 0, the probability that D's view of a face (in pre-training, in its
+            own step and in M's) has a random rectangle of 20-50% of its sides erased
+            (`geometry.erase_patches`): D must read identity from the whole face, so M must
+            change the whole face rather than one spot. 0 in the paper.
         lambda_outside: extra L1 weight on M's edits outside the window D aligns (hair,
             background, neck): no recognizer reads identity there, so edits there only cost
             realism. 0 in the paper.
@@ -131,7 +135,7 @@ class PrivacyGAN(keras.Model):
                  adv_cap: float = 0.0, lambda_identity: float = 0.0,
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
                  lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
-                 view_jitter: float = 0.0, lambda_outside: float = 0.0,
+                 view_jitter: float = 0.0, view_erase: float = 0.0, lambda_outside: float = 0.0,
                  extra_classifiers=(), realism_focus: bool = False, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
@@ -173,6 +177,9 @@ class PrivacyGAN(keras.Model):
         self.critic = critic
         self.lambda_realism = float(lambda_realism)
         self.view_jitter = float(view_jitter)
+        if not 0.0 <= view_erase <= 1.0:
+            raise ValueError(f"`view_erase` must be in [0, 1], received {view_erase}")
+        self.view_erase = float(view_erase)
         self.lambda_outside = float(lambda_outside)
         self.realism_focus = bool(realism_focus)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
@@ -282,6 +289,7 @@ class PrivacyGAN(keras.Model):
             "lambda_lowpass": self.lambda_lowpass,
             "lambda_realism": self.lambda_realism,
             "view_jitter": self.view_jitter,
+            "view_erase": self.view_erase,
             "lambda_outside": self.lambda_outside,
             "realism_focus": self.realism_focus,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
@@ -311,9 +319,13 @@ class PrivacyGAN(keras.Model):
         d = self.classifier if d is None else d
         return geometry.jitter_alignment(align, d.input_height, d.input_width, self.view_jitter)
 
+    def _erase(self, aligned, seed=None):
+        """D's aligned view with a random region erased (`view_erase` > 0)."""
+        return geometry.erase_patches(aligned, self.view_erase, seed=seed)
+
     def _d_outputs(self, faces, align, labels, training, d=None):
         d = self.classifier if d is None else d
-        aligned = geometry.align_faces(faces, align, d.input_height, d.input_width)
+        aligned = self._erase(geometry.align_faces(faces, align, d.input_height, d.input_width))
         emb = d(aligned, training=training)
         margin = d.head.margin_logits(emb, labels)
         ce = keras.losses.sparse_categorical_crossentropy(labels, margin, from_logits=True)
@@ -441,8 +453,10 @@ class PrivacyGAN(keras.Model):
         """
         d = self.classifier if d is None else d
         h, w = d.input_height, d.input_width
-        e_mod = d(geometry.align_faces(modified, align, h, w), training=False)
-        e_orig = tf.stop_gradient(d(geometry.align_faces(faces, align, h, w), training=False))
+        seed = tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32)  # one erased region for both
+        e_mod = d(self._erase(geometry.align_faces(modified, align, h, w), seed), training=False)
+        e_orig = tf.stop_gradient(
+            d(self._erase(geometry.align_faces(faces, align, h, w), seed), training=False))
         cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
         return tf.nn.relu(cos - self.identity_margin)
 

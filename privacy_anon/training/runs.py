@@ -530,7 +530,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          lambda_identity=t.lambda_identity, identity_margin=t.identity_margin,
                          lambda_color=t.lambda_color, lambda_lowpass=t.lambda_lowpass,
                          critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
-                         view_jitter=t.view_jitter, lambda_outside=t.lambda_outside,
+                         view_jitter=t.view_jitter, view_erase=t.view_erase, lambda_outside=t.lambda_outside,
                          face_enlarge=cfg.face_detection.enlarge,
                          extra_classifiers=classifiers[1:], realism_focus=t.realism_focus)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
