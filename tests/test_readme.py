@@ -193,6 +193,7 @@ def make_inputs(root: Path) -> None:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
     (root / "small.yaml").write_text(SMALL_CONFIG)
+    (root / "k3.yaml").write_text(SMALL_CONFIG + "  adversaries: 3\n")  # the README's k3.yaml, small
 
 
 def test_readme_commands_run(tmp_path, monkeypatch, request):
@@ -212,6 +213,7 @@ def test_readme_commands_run(tmp_path, monkeypatch, request):
     assert (tmp_path / "report" / "tradeoff.png").is_file()
     assert (tmp_path / "bundle" / "modifier.tflite").is_file()
     assert (tmp_path / "yardstick" / "privacy_plane.png").is_file()
+    assert (tmp_path / "runs" / "k3-again" / "classifier-3.keras").is_file()
     for name in ("clip-anon.mp4", "clip-blur.mp4"):
         assert (tmp_path / name).stat().st_size > 0
     if slow:
