@@ -158,7 +158,8 @@ class TrainConfig:
     view_erase: float = 0.0  # probability D's view of a face has a random rectangle erased
     lambda_outside: float = 0.0  # extra L1 on M's edits outside D's aligned face window
     # D's M plays against (1 = the paper); K > 1 pre-trains D_2..D_K from seeds seed+1..seed+K-1
-    # (or takes K --classifier-checkpoint's) and M fools their mean: better transfer
+    # (or takes K --classifier-checkpoint's) and M fools their mean (measured: steadier across
+    # seeds, not lower re-identification; benchmarks/RESULTS.md "Third pass")
     adversaries: int = 1
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000

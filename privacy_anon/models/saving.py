@@ -59,10 +59,11 @@ def load_model_file(path: Path, expected: type, flag: str = ""):
     return model
 
 
-def load_part(path: str | os.PathLike, name: str, flag: str = ""):
-    """"modifier" (M) or "classifier" (D) from a `.keras` file or `<run dir>/<name>.keras`."""
+def load_part(path: str | os.PathLike, name: str, flag: str = "", file_name: str | None = None):
+    """"modifier" (M) or "classifier" (D) from a `.keras` file or `<run dir>/<file_name>`
+    (default `<name>.keras`; e.g. `classifier-2.keras` for a run's second D)."""
     from privacy_anon.models.face_classifier import FaceClassifier
     from privacy_anon.models.modifier import FaceModifier
 
     expected = {"modifier": FaceModifier, "classifier": FaceClassifier}[name]
-    return load_model_file(model_file(path, f"{name}.keras", flag), expected, flag)
+    return load_model_file(model_file(path, file_name or f"{name}.keras", flag), expected, flag)

@@ -453,7 +453,9 @@ class PrivacyGAN(keras.Model):
         """
         d = self.classifier if d is None else d
         h, w = d.input_height, d.input_width
-        seed = tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32)  # one erased region for both
+        # one erased region for both faces (no extra random op when nothing is erased)
+        seed = (tf.random.uniform([2], maxval=2 ** 30, dtype=tf.int32)
+                if self.view_erase > 0 else None)
         e_mod = d(self._erase(geometry.align_faces(modified, align, h, w), seed), training=False)
         e_orig = tf.stop_gradient(
             d(self._erase(geometry.align_faces(faces, align, h, w), seed), training=False))

@@ -164,11 +164,12 @@ def _history(path: Path) -> list[dict]:
     return sorted(rows, key=lambda r: r["step"])
 
 
-def load_keras_part(path: str | os.PathLike, name: str):
-    """M ("modifier") or D ("classifier"): a `.keras` file or `<run dir>/<name>.keras`."""
+def load_keras_part(path: str | os.PathLike, name: str, file_name: str | None = None):
+    """M ("modifier") or D ("classifier"): a `.keras` file or `<run dir>/<file_name>`
+    (default `<name>.keras`)."""
     from privacy_anon.models.saving import load_part
 
-    return load_part(path, name)
+    return load_part(path, name, file_name=file_name)
 
 
 def save_keras(model, path: Path) -> None:
@@ -399,7 +400,7 @@ def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -
     like any run (a finished one is only reloaded). Returns their run directories."""
     paths = []
     for k in range(1, cfg.train.adversaries + 1):
-        name = "classifier" if k == 1 else f"classifier-{k}"
+        name = classifier_file(k).removesuffix(".keras")
         cfg_k = cfg if k == 1 else dataclasses.replace(
             cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + k - 1))
         print(f"no --classifier-checkpoint: pre-training D{'' if k == 1 else f'_{k}'} first in "
@@ -494,11 +495,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                      [(init_run, classifier_file(k)) for k in range(1, adversaries + 1)]
                      if init_run else [])
         if stage != "classifier":
-            from privacy_anon.models.face_classifier import FaceClassifier
-            from privacy_anon.models.saving import load_model_file, model_file
-
             for d, (d_source, file_name) in zip(classifiers, d_sources):
-                loaded = load_model_file(model_file(d_source, file_name), FaceClassifier)
+                loaded = load_keras_part(d_source, "classifier", file_name)
                 if loaded.num_classes != d.num_classes:
                     raise InputError(f"{d_source}: D knows {loaded.num_classes} identities, the "
                                      f"face data has {d.num_classes}")
