@@ -161,6 +161,11 @@ class TrainConfig:
     # (or takes K --classifier-checkpoint's) and M fools their mean (measured: steadier across
     # seeds, not lower re-identification; benchmarks/RESULTS.md "Third pass")
     adversaries: int = 1
+    # a pretrained recognizer M also trains against ("facenet", models/recognizer.py; "" = none):
+    # a hinge on cos(its embedding of M(f), of f), weighted by lambda_recognizer
+    recognizer: str = ""
+    lambda_recognizer: float = 0.0
+    recognizer_margin: float = 0.0  # ... no push once the cosine is at or below this
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

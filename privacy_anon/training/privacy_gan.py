@@ -12,6 +12,9 @@ Losses (DESIGN.md "Algorithm 1, precisely"; CE_m is D's margin softmax loss):
 - M(+A) step: minimise L_det(A, v') - CE_m(D(M(f)), id) + lambda * |M(f) - f|_1,
   or with `random_label`, CE_m(D(M(f)), random id) in place of the ascent term.
 
+A pretrained recognizer (`recognizer`, beyond the paper): frozen, it takes no step of its
+own; M's loss gains a hinge on the cosine between its embeddings of M(f) and f.
+
 Several adversaries (`extra_classifiers`, beyond the paper): D_1..D_K each take their own
 D step (own optimizer, own jittered view); in the M step the adversarial and identity terms
 are the mean over the K D's, so M must fool an ensemble, not the quirks of one weak D.
@@ -121,6 +124,14 @@ class PrivacyGAN(keras.Model):
             M's edit transfer better to recognizers it never saw. The logged `loss_d`,
             `d_acc_original` and `d_acc_modified` are means over the K D's. Not allowed in
             the "classifier" stage (pre-train each D on its own). () is the paper: one D.
+        recognizer: a pretrained, frozen recognizer (`models.recognizer.FrozenRecognizer`)
+            for M's recognizer term; None in the paper.
+        lambda_recognizer: weight of a hinge on the cosine between the recognizer's
+            embeddings of M(f) and f (one jittered view for both): M must move what a
+            recognizer trained on half a million photos compares, not only what D learned
+            from the training photos. 0 in the paper.
+        recognizer_margin: no push once that cosine is at or below this (0: as unrelated as
+            two strangers' faces).
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -136,7 +147,8 @@ class PrivacyGAN(keras.Model):
                  identity_margin: float = 0.0, lambda_color: float = 0.0,
                  lambda_lowpass: float = 0.0, critic=None, lambda_realism: float = 0.0,
                  view_jitter: float = 0.0, view_erase: float = 0.0, lambda_outside: float = 0.0,
-                 extra_classifiers=(), realism_focus: bool = False, **kwargs):
+                 extra_classifiers=(), realism_focus: bool = False, recognizer=None,
+                 lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -150,12 +162,16 @@ class PrivacyGAN(keras.Model):
                    "adv_cap": adv_cap, "lambda_identity": lambda_identity,
                    "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
                    "lambda_realism": lambda_realism, "view_jitter": view_jitter,
-                   "lambda_outside": lambda_outside}
+                   "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
         if not -1.0 <= identity_margin < 1.0:
             raise ValueError(f"`identity_margin` must be in [-1, 1), received {identity_margin}")
+        if lambda_recognizer > 0 and recognizer is None:
+            raise ValueError(f"lambda_recognizer={lambda_recognizer} needs a recognizer")
+        if not -1.0 <= recognizer_margin < 1.0:
+            raise ValueError(f"`recognizer_margin` must be in [-1, 1), received {recognizer_margin}")
         self.modifier = modifier
         self.classifier = classifier
         self.extra_classifiers = list(extra_classifiers)
@@ -182,15 +198,19 @@ class PrivacyGAN(keras.Model):
         self.view_erase = float(view_erase)
         self.lambda_outside = float(lambda_outside)
         self.realism_focus = bool(realism_focus)
+        self.recognizer = recognizer
+        self.lambda_recognizer = float(lambda_recognizer)
+        self.recognizer_margin = float(recognizer_margin)
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                            "loss_realism", "loss_critic", "d_acc_original", "d_acc_modified"),
+                            "loss_realism", "loss_critic", "loss_recognizer", "d_acc_original",
+                            "d_acc_modified"),
             "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                      "loss_realism", "loss_critic", "loss_det", "d_acc_original",
-                      "d_acc_modified"),
+                      "loss_realism", "loss_critic", "loss_recognizer", "loss_det",
+                      "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -292,6 +312,9 @@ class PrivacyGAN(keras.Model):
             "view_erase": self.view_erase,
             "lambda_outside": self.lambda_outside,
             "realism_focus": self.realism_focus,
+            "recognizer": None if self.recognizer is None else self.recognizer.name,
+            "lambda_recognizer": self.lambda_recognizer,
+            "recognizer_margin": self.recognizer_margin,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
                                   for d in self.extra_classifiers],
         }
@@ -303,6 +326,10 @@ class PrivacyGAN(keras.Model):
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         config["extra_classifiers"] = [keras.saving.deserialize_keras_object(d)
                                        for d in config.get("extra_classifiers", ())]
+        if config.get("recognizer"):
+            from privacy_anon.models.recognizer import FrozenRecognizer
+
+            config["recognizer"] = FrozenRecognizer(config["recognizer"])
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------
@@ -462,6 +489,17 @@ class PrivacyGAN(keras.Model):
         cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
         return tf.nn.relu(cos - self.identity_margin)
 
+    def _recognizer_term(self, modified, faces, align):
+        """Per-face hinge on the cosine between the frozen recognizer's embeddings of M(f) and
+        f, both through one draw of the jittered view (`view_jitter`): a new draw each step,
+        so M cannot win with a pattern tied to one exact crop."""
+        rec, d = self.recognizer, self.classifier
+        view = rec.view_matrices(self._views(align), d.input_height, d.input_width)
+        size = (rec.input_size, rec.input_size)
+        e_mod = rec(geometry.warp_affine(modified, view, size))
+        e_orig = tf.stop_gradient(rec(geometry.warp_affine(faces, view, size)))
+        return tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin)
+
     def _color_terms(self, modified, faces):
         """(chroma, low-pass) per face: colour kept at every scale, and light and shape kept
         at a coarse scale, so M's edits stay in luminance detail, where faces differ, instead of
@@ -494,7 +532,10 @@ class PrivacyGAN(keras.Model):
             if self.lambda_outside > 0:
                 per_face += self.lambda_outside * tf.reduce_mean(
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
-            identity = color = tf.zeros_like(l1)
+            identity = color = recognized = tf.zeros_like(l1)
+            if self.lambda_recognizer > 0:
+                recognized = self._recognizer_term(modified, faces, align)
+                per_face += self.lambda_recognizer * recognized
             if self.lambda_identity > 0:
                 identity = _mean([self._identity_term(modified, faces, v, d)
                                   for d, v in zip(self.classifiers, views)])
@@ -525,6 +566,7 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))
         self.trackers["loss_color"].update_state(tf.reduce_mean(color))
         self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
+        self.trackers["loss_recognizer"].update_state(tf.reduce_mean(recognized))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

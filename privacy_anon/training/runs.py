@@ -394,6 +394,19 @@ def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
     return paths
 
 
+def check_recognizer(cfg) -> None:
+    """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0
+    (before any work; the weights' package is checked when they load)."""
+    from privacy_anon.models.recognizer import RECOGNIZERS
+
+    t = cfg.train
+    if t.lambda_recognizer < 0:
+        raise InputError(f"train.lambda_recognizer must be >= 0, received {t.lambda_recognizer}")
+    if t.lambda_recognizer > 0 and t.recognizer not in RECOGNIZERS:
+        raise InputError(f"train.recognizer must be one of {', '.join(RECOGNIZERS)} when "
+                         f"train.lambda_recognizer > 0, received {t.recognizer!r}")
+
+
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
     """Pre-trains D_1..D_K (K = `train.adversaries`) in `out/classifier`, `out/classifier-2`,
     ...: D_k from seed `train.seed + k - 1` (its own init and data order), each resumable
@@ -451,6 +464,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if stage == "finetune" and not init_run:
         raise InputError("--stage finetune needs the joint run to fine-tune (--init-run DIR)")
     checkpoints = adversary_checkpoints(cfg, stage, classifier_checkpoint)
+    check_recognizer(cfg)
     adversaries = cfg.train.adversaries if stage in ("adversarial", "joint") else 1
     out = Path(out)
     started = time.time()
@@ -520,6 +534,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             critic = PatchCritic(t.critic_filters, name="critic")
             critic(np.zeros((1, cfg.modifier.input_size, cfg.modifier.input_size, 3), np.float32))
             opts["r"], rates["r"] = _adam(t.lr_critic, cfg), t.lr_critic
+        recognizer = None
+        if t.lambda_recognizer > 0 and stage in ("adversarial", "joint"):
+            from privacy_anon.models.recognizer import FrozenRecognizer
+
+            recognizer = FrozenRecognizer(t.recognizer)
         for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
             opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
@@ -530,7 +549,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          critic=critic, lambda_realism=t.lambda_realism if critic else 0.0,
                          view_jitter=t.view_jitter, view_erase=t.view_erase, lambda_outside=t.lambda_outside,
                          face_enlarge=cfg.face_detection.enlarge,
-                         extra_classifiers=classifiers[1:], realism_focus=t.realism_focus)
+                         extra_classifiers=classifiers[1:], realism_focus=t.realism_focus,
+                         recognizer=recognizer,
+                         lambda_recognizer=t.lambda_recognizer if recognizer else 0.0,
+                         recognizer_margin=t.recognizer_margin)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
