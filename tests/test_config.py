@@ -34,11 +34,13 @@ def test_unknown_override_key_is_an_error():
 def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     mobile, paper = get_preset("mobile"), get_preset("paper")
     assert mobile.modifier.output_mode == "residual" and mobile.modifier.input_size == 128
-    assert mobile.train.adv_loss == "nonsaturating"
-    assert mobile.train.lr_classifier < mobile.train.lr_modifier
-    assert mobile.train.lambda_identity > 0 and mobile.train.lambda_color > 0
+    # M's privacy term is the frozen FaceNet's embedding, not D's (RESULTS.md "Fourth pass")
+    assert mobile.train.recognizer == "facenet" and mobile.train.lambda_recognizer > 0
+    assert mobile.train.adv_weight == 0 and mobile.train.lambda_identity == 0
+    assert mobile.train.lr_classifier < mobile.train.lr_modifier and mobile.train.lambda_color > 0
     assert mobile.data.holdout_identities > 0 and mobile.data.face_crop > 0
     # the paper's settings, untouched: ascent, small lambda, equal rates, no extra terms
     assert paper.train.adv_loss == "ascent" and paper.train.lambda_l1 == 0.1
     assert paper.train.lr_modifier == paper.train.lr_classifier
     assert (paper.train.lambda_identity, paper.train.lambda_color, paper.train.lambda_lowpass) == (0, 0, 0)
+    assert paper.train.lambda_recognizer == 0 and paper.train.adv_weight == 1

@@ -193,7 +193,8 @@ def make_inputs(root: Path) -> None:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode(None))
     (root / "small.yaml").write_text(SMALL_CONFIG)
-    (root / "k3.yaml").write_text(SMALL_CONFIG + "  adversaries: 3\n")  # the README's k3.yaml, small
+    # the README's k3.yaml, small
+    (root / "k3.yaml").write_text(SMALL_CONFIG + "  adversaries: 3\n  adv_weight: 1.0\n  lambda_identity: 1.0\n")
 
 
 def test_readme_commands_run(tmp_path, monkeypatch, request):
