@@ -4,7 +4,7 @@ with the yardstick (dlib as the attacker, MTCNN as the face check) on the held-o
 
 It reads 30 people of `../shared/data/celeba-mini` in place (research use; nothing is copied:
 the test links their folders into a temporary directory). The margins below held for each of
-3 seeds of this exact configuration (benchmarks/RESULTS.md, "The product recipe").
+3 seeds of this exact configuration (benchmarks/RESULTS.md, "Fourth pass").
 """
 
 import json
@@ -77,13 +77,13 @@ def test_strangers_are_harder_to_reidentify_and_still_faces(run):
     assert none["reid_accuracy"] > 0.85  # dlib knows these people on the originals
     for method in ("learned", "bundle"):
         m = y[method]
-        # people M never saw, a recognizer it never trained against, told where the face is:
-        # 4 runs (3 seeds + a clean CI clone) lost 18-27 points (benchmarks/RESULTS.md)
+        # people M never saw, a recognizer it never trained against (dlib; M trained against
+        # FaceNet), told where the face is: 3 seeds lost 23.5-26.5 points (RESULTS.md,
+        # "Fourth pass", CI-sized runs)
         assert m["reid_accuracy"] <= none["reid_accuracy"] - 0.15, (method, m)
         # ... while a detector it never trained against still finds a face far more often
-        # than after blur8 (4 runs: 35-77% against 4%; 40 M steps are a noisy regime), the
-        # box keeps more structure than blur8's 0.37 (SSIM 0.51-0.66) and colours stay within
-        # bounds (+5 to +13); "natural" (>= 97% found, saturation within +-3) is NOT reached
-        assert m["face_found"] >= y["blur8"]["face_found"] + 0.15, (method, m)
-        assert m["ssim"] >= 0.45, (method, m)
-        assert abs(m["saturation_added"]) <= 18, (method, m)
+        # than after blur8 (3 seeds: 74-93% against 4%), the box keeps its structure (SSIM
+        # 0.69-0.74 against blur8's 0.37) and colours stay natural (saturation -0.9 to -2.9)
+        assert m["face_found"] >= y["blur8"]["face_found"] + 0.5, (method, m)
+        assert m["ssim"] >= 0.6, (method, m)
+        assert abs(m["saturation_added"]) <= 6, (method, m)
