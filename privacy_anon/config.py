@@ -20,6 +20,13 @@ from typing import Any
 
 from privacy_anon.errors import ConfigError
 
+# Settings that take one of a few names (checked when a config file sets them, so the error
+# names the file; models/modifier.py takes its choices from here).
+CHOICES = {
+    "modifier.output_mode": ("tanh", "residual"),
+    "modifier.upsample": ("transpose", "resize"),
+}
+
 
 @dataclass
 class ModifierConfig:
@@ -32,6 +39,9 @@ class ModifierConfig:
     # "residual": the output is clip(x + amplitude * tanh(g(x))), which keeps int8 error small.
     output_mode: str = "tanh"
     residual_amplitude: float = 1.0  # in [-1, 1] pixel units, only for output_mode="residual"
+    # "transpose": 3x3 stride-2 transposed convs (the paper); "resize": nearest 2x + 3x3 conv,
+    # which leaves no checkerboard of stripes (models/modifier.py)
+    upsample: str = "transpose"
 
 
 @dataclass
@@ -335,7 +345,12 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str = "overr
         for key, value in values.items():
             if key not in hints:
                 raise ConfigError(f"{source}: unknown key {section_name}.{key}")
-            setattr(section, key, _coerce(value, hints[key], f"{source}: {section_name}.{key}"))
+            value = _coerce(value, hints[key], f"{source}: {section_name}.{key}")
+            allowed = CHOICES.get(f"{section_name}.{key}")
+            if allowed and value not in allowed:
+                raise ConfigError(f"{source}: {section_name}.{key} must be one of "
+                                  f"{', '.join(allowed)}, got {value!r}")
+            setattr(section, key, value)
         setattr(cfg, section_name, section)
     return cfg
 

@@ -44,3 +44,14 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     assert paper.train.lr_modifier == paper.train.lr_classifier
     assert (paper.train.lambda_identity, paper.train.lambda_color, paper.train.lambda_lowpass) == (0, 0, 0)
     assert paper.train.lambda_recognizer == 0 and paper.train.adv_weight == 1
+
+
+def test_named_choices_are_checked_where_the_file_sets_them(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("modifier: {upsample: bilinear}\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: modifier\.upsample must be one of transpose, resize"):
+        load_config("mobile", path)
+    path.write_text("modifier: {upsample: resize, output_mode: residual}\n")
+    cfg = load_config("mobile", path)
+    assert cfg.modifier.upsample == "resize"
+    assert get_preset("mobile").modifier.upsample == "transpose"  # every preset: the paper's

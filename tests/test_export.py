@@ -11,7 +11,7 @@ from privacy_anon.cli import main
 from privacy_anon.errors import InputError
 
 
-def tiny_modifier(seed=0):
+def tiny_modifier(seed=0, upsample="transpose"):
     """The tiny preset's M (residual output) with a random head, so that it changes faces.
 
     A fresh residual M is the identity (zero head); a random head makes it a real mapping.
@@ -22,7 +22,7 @@ def tiny_modifier(seed=0):
     from privacy_anon.models.modifier import build_modifier
 
     cfg = get_preset("tiny").modifier
-    cfg.output_mode, cfg.residual_amplitude = "residual", 0.5
+    cfg.output_mode, cfg.residual_amplitude, cfg.upsample = "residual", 0.5, upsample
     keras.utils.set_random_seed(seed)
     m = build_modifier(cfg)
     rng = np.random.default_rng(seed)
@@ -76,6 +76,21 @@ def test_int8_bundle_has_only_integer_ops(int8_bundle):
     assert "MIRROR_PAD" not in names
     assert not names & {"SHAPE", "PACK"}  # fixed batch 1: no shape arithmetic
     assert report.op_types == sorted(names)
+
+
+def test_resize_upsampling_exports_integer_only_and_faithful(tmp_path):
+    """`upsample: resize` (nearest 2x + conv) exports as RESIZE_NEAREST_NEIGHBOR, which XNNPACK
+    runs in int8, and stays as close to the Keras M as the transposed-conv M does."""
+    from privacy_anon.export import export_bundle
+
+    report = export_bundle(tiny_modifier(upsample="resize"), tmp_path / "bundle", quantize="int8",
+                           representative=face_crops(), min_psnr=25, verbose=False)
+    ops = tensor_dtypes_per_op(tmp_path / "bundle" / "modifier.tflite")
+    names = {name for name, _ in ops}
+    assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
+    assert "RESIZE_NEAREST_NEIGHBOR" in names and "TRANSPOSE_CONV" not in names
+    assert not names & {"DEQUANTIZE", "TILE", "MIRROR_PAD"}
+    assert report.psnr >= 30
 
 
 def test_int8_bundle_contents_and_quality(int8_bundle):

@@ -74,3 +74,45 @@ def test_asoftmax_annealing_lowers_lambda():
     for _ in range(200):
         head.advance()
     assert float(head.annealing_lambda()) < first
+
+
+def _grid_strength(m) -> float:
+    """How much of M's fine detail on a smooth input is locked to the pixel's position modulo 4
+    (the period two stride-2 up-samplings leave), away from the borders: the spread of the
+    high-pass output's mean over the 16 phases."""
+    i, j = np.meshgrid(np.arange(64), np.arange(64), indexing="ij")
+    x = np.stack([0.5 * np.sin(2 * np.pi * (i + 7 * k) / 64) * np.cos(2 * np.pi * (j - 5 * k) / 64)
+                  for k in range(3)], -1)[None].astype(np.float32)
+    out = np.asarray(m(x))[0, 16:48, 16:48]
+    high = out - 0.25 * sum(np.roll(out, s, a) for s in (1, -1) for a in (0, 1))
+    phases = high[2:30, 2:30].reshape(7, 4, 7, 4, 3).mean(axis=(0, 2))
+    return float(phases.std(axis=(0, 1)).max())
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resize_upsampling_leaves_no_checkerboard(seed):
+    """Transposed 3x3 stride-2 convs paint a fixed grid over any input (uneven kernel overlap);
+    nearest 2x + conv gives every output pixel the same footprint (measured: 0.27-0.34 against
+    0.02-0.03 for three random inits)."""
+    grids = {}
+    for upsample in ("transpose", "resize"):
+        keras.utils.set_random_seed(seed)
+        m = FaceModifier(input_size=64, filters=8, num_blocks=1, upsample=upsample)
+        m.build()
+        grids[upsample] = _grid_strength(m)
+    assert grids["transpose"] > 0.1, grids
+    assert grids["resize"] < grids["transpose"] / 5, grids
+
+
+def test_resize_modifier_validation_and_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="upsample"):
+        FaceModifier(upsample="bilinear")
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="residual",
+                     upsample="resize")
+    m.build()
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m(x)), atol=1e-6)
+    assert m2.get_config()["upsample"] == "resize"

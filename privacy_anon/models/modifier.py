@@ -1,7 +1,7 @@
 """M, the face modifier: the Johnson et al. (2016) ResNet image-to-image generator.
 
 Layout (paper section 4): reflection pad + 7x7 conv, two stride-2 down-samplings, N residual
-blocks, two stride-2 up-samplings (transposed convs), reflection pad + 7x7 conv, tanh.
+blocks, two 2x up-samplings (transposed convs; or resize + conv), reflection pad + 7x7 conv, tanh.
 Instance norm everywhere, written from plain ops (mean, centred variance, rsqrt) so that a
 full-integer int8 TFLite conversion keeps every op integer: `GroupNormalization` does not.
 
@@ -16,7 +16,10 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-OUTPUT_MODES = ("tanh", "residual")
+from privacy_anon.config import CHOICES
+
+OUTPUT_MODES = CHOICES["modifier.output_mode"]
+UPSAMPLES = CHOICES["modifier.upsample"]
 
 
 @contextlib.contextmanager
@@ -77,6 +80,22 @@ class ReflectionPad2D(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="privacy_anon")
+class Upsample2x(layers.Layer):
+    """Nearest-neighbour 2x up-sampling as one resize (TFLite RESIZE_NEAREST_NEIGHBOR, which
+    XNNPACK runs in int8; Keras' `UpSampling2D` traces as RESHAPE + TILE)."""
+
+    def call(self, x):
+        h, w = x.shape[1], x.shape[2]
+        if h is None or w is None:
+            h, w = ops.shape(x)[1], ops.shape(x)[2]
+        return ops.image.resize(x, (2 * h, 2 * w), interpolation="nearest")
+
+    def compute_output_shape(self, shape):
+        return (shape[0], None if shape[1] is None else 2 * shape[1],
+                None if shape[2] is None else 2 * shape[2], shape[3])
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
 class InstanceNorm(layers.Layer):
     """Instance normalisation over H, W per sample and channel, with a learned affine."""
 
@@ -102,6 +121,17 @@ class InstanceNorm(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def _up_block(filters, name, upsample):
+    """One 2x up-sampling. "transpose": a 3x3 stride-2 transposed conv (the paper); its kernel
+    overlaps unevenly (3 is not a multiple of 2), which leaves a checkerboard of fine stripes
+    (Odena et al. 2016). "resize": nearest 2x, then a reflection-padded 3x3 conv: every output
+    pixel gets the same kernel footprint, so no grid (4x the up-sampling's MACs)."""
+    if upsample == "transpose":
+        return _conv_block(filters, 3, 2, name, transpose=True)
+    return [Upsample2x(name=f"{name}_resize"),
+            ReflectionPad2D(1, name=f"{name}_pad"), *_conv_block(filters, 3, 1, name)]
 
 
 def _conv_block(filters, kernel, stride, name, transpose=False, activation=True):
@@ -150,6 +180,8 @@ class FaceModifier(keras.Model):
         output_mode: "tanh" (output = tanh(g(x)), the paper) or "residual"
             (output = clip(x + amplitude * tanh(g(x)), -1, 1), which keeps int8 error small).
         residual_amplitude: how far, in [-1, 1] pixel units, "residual" may move a pixel.
+        upsample: "transpose" (3x3 stride-2 transposed convs, the paper) or "resize"
+            (nearest 2x + 3x3 conv: no checkerboard stripes), see `_up_block`.
 
     Example:
         >>> m = FaceModifier(input_size=64, filters=8, num_blocks=2)
@@ -158,7 +190,8 @@ class FaceModifier(keras.Model):
     """
 
     def __init__(self, input_size: int = 256, filters: int = 64, num_blocks: int = 9,
-                 output_mode: str = "tanh", residual_amplitude: float = 1.0, **kwargs):
+                 output_mode: str = "tanh", residual_amplitude: float = 1.0,
+                 upsample: str = "transpose", **kwargs):
         super().__init__(**kwargs)
         if input_size < 16 or input_size % 4:
             raise ValueError(f"`input_size` must be a multiple of 4 and >= 16, received input_size={input_size}")
@@ -170,7 +203,10 @@ class FaceModifier(keras.Model):
             raise ValueError(f"`output_mode` must be one of {OUTPUT_MODES}, received output_mode={output_mode!r}")
         if not 0 < residual_amplitude <= 2:
             raise ValueError(f"`residual_amplitude` must be in (0, 2], received {residual_amplitude}")
+        if upsample not in UPSAMPLES:
+            raise ValueError(f"`upsample` must be one of {UPSAMPLES}, received upsample={upsample!r}")
         self.input_size = int(input_size)
+        self.upsample = upsample
         self.filters = int(filters)
         self.num_blocks = int(num_blocks)
         self.output_mode = output_mode
@@ -180,8 +216,7 @@ class FaceModifier(keras.Model):
         self.stem = [ReflectionPad2D(3, name="stem_pad"), *_conv_block(f, 7, 1, "stem")]
         self.down = [*_conv_block(2 * f, 3, 2, "down1"), *_conv_block(4 * f, 3, 2, "down2")]
         self.blocks = [ResidualBlock(4 * f, name=f"res{i + 1}") for i in range(self.num_blocks)]
-        self.up = [*_conv_block(2 * f, 3, 2, "up1", transpose=True),
-                   *_conv_block(f, 3, 2, "up2", transpose=True)]
+        self.up = [*_up_block(2 * f, "up1", upsample), *_up_block(f, "up2", upsample)]
         self.head_pad = ReflectionPad2D(3, name="head_pad")
         # In "residual" mode a zero head makes M start as the identity, so training starts
         # from the face itself instead of from noise the L1 term must first undo.
@@ -213,6 +248,7 @@ class FaceModifier(keras.Model):
             "num_blocks": self.num_blocks,
             "output_mode": self.output_mode,
             "residual_amplitude": self.residual_amplitude,
+            "upsample": self.upsample,
         }
 
     @classmethod
@@ -228,6 +264,7 @@ def build_modifier(cfg) -> FaceModifier:
         num_blocks=cfg.num_blocks,
         output_mode=cfg.output_mode,
         residual_amplitude=cfg.residual_amplitude,
+        upsample=cfg.upsample,
         name="modifier",
     )
     m.build()
