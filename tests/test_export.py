@@ -202,3 +202,25 @@ def test_cli_export_refuses_an_m_that_does_not_change_faces(tmp_path, capsys):
 
     crops = representative_crops(face_crops(), 64)
     assert np.abs(keras_outputs(tiny_modifier(), crops).astype(int) - crops).mean() > DEFAULT_MIN_CHANGE
+
+
+def test_the_train_command_refuses_to_hand_over_an_m_that_does_not_change_faces(tmp_path):
+    """`train --preset mobile` ends by exporting M (training/release.py): an M that stayed the
+    identity (a short run can) is not exported; M stays in the run for more training."""
+    from types import SimpleNamespace
+
+    from privacy_anon.config import get_preset
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.release import release
+
+    cfg = get_preset("tiny")
+    crops = np.stack([np.asarray(__import__("cv2").resize(c, (64, 64))) for c in face_crops()])
+    class Split(SimpleNamespace):
+        def __len__(self):
+            return len(self.images)
+
+    faces = SimpleNamespace(train=Split(images=crops))
+    with pytest.raises(InputError, match=r"no bundle exported: M changes the 6 calibration faces by "
+                                         r"0\.00 px .*--min-change 0"):
+        release(cfg, tmp_path, build_modifier(cfg.modifier), faces)
+    assert not (tmp_path / "bundle").exists()
