@@ -397,7 +397,7 @@ def _add_anonymize(sub):
     p.add_argument("--boxes-json", metavar="PATH", default=None,
                    help="write what was anonymized where (per input, per frame)")
     p.add_argument("--preview", action="store_true", help="show frames while working (GUI OpenCV)")
-    p.add_argument("--threads", type=int, default=2, help="interpreter threads")
+    p.add_argument("--threads", type=int, default=2, help="interpreter threads (in a video also the frames whose faces are detected at once)")
     p.add_argument("--max-frames", type=int, default=None, help="camera: stop after this many frames")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 

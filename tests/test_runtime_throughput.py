@@ -10,7 +10,7 @@ from skimage.data import astronaut
 
 from privacy_anon.faces.detector import BlazeFace
 from privacy_anon.runtime import Anonymizer
-from privacy_anon.runtime.overlap import BackgroundWriter, prefetch
+from privacy_anon.runtime.overlap import BackgroundWriter, map_ahead, prefetch
 from privacy_anon.runtime.video import anonymize_video
 
 
@@ -78,6 +78,52 @@ def test_background_writer_keeps_order_and_reports_errors():
     assert seen == [0, 1, 2]
 
 
+def test_map_ahead_keeps_order_gives_each_worker_one_thread_and_hands_back_failures():
+    busy = set()
+
+    def worker(name):
+        def work(value):
+            assert name not in busy, "a worker ran on two threads at once"
+            busy.add(name)
+            try:
+                if value == 13:
+                    raise RuntimeError("bad frame")
+                return value * value
+            finally:
+                busy.discard(name)
+        return work
+
+    items = [(i, None if i % 5 == 4 else i) for i in range(40)]  # every 5th: no work (audio)
+    got = list(map_ahead(items, [worker("a"), worker("b")], key=lambda item: item[1], depth=3))
+    assert [item for item, _ in got] == items
+    for (i, value), result in got:
+        if value is None:
+            assert result is None
+        elif i == 13:
+            assert isinstance(result, RuntimeError) and "bad frame" in str(result)
+        else:
+            assert result == i * i
+    # no workers: results None, the caller does the work
+    assert list(map_ahead([1, 2], [])) == [(1, None), (2, None)]
+
+
+def test_map_ahead_yields_what_came_before_a_failing_source_then_raises():
+    def broken():
+        yield from range(6)
+        raise ValueError("corrupt packet")
+
+    got = []
+    with pytest.raises(ValueError, match="corrupt packet"):
+        for item, result in map_ahead(broken(), [lambda v: -v, lambda v: -v], depth=4):
+            got.append((item, result))
+    assert got == [(i, -i) for i in range(6)]
+    # a consumer that stops early does not hang, and stops the source
+    for item, _ in map_ahead(iter(range(1000)), [abs, abs], depth=4):
+        if item == 3:
+            break
+    assert not [t for t in threading.enumerate() if t.name.startswith("privacy-anon-detect")]
+
+
 def make_clip(path, n=16, size=(320, 240)):
     """Lossless (FFV1) clip panning over astronaut(): one face."""
     img = astronaut()
@@ -103,7 +149,8 @@ def test_overlapped_video_is_identical_to_the_sequential_one(tmp_path):
     make_clip(src)
     outputs = {}
     for depth in (0, 3):
-        anonymizer = Anonymizer(method="blur8", num_threads=1)
+        anonymizer = Anonymizer(method="blur8", num_threads=2)
+        assert len(anonymizer.frame_detectors()) == 2  # depth 3: two frames detected at once
         records = []
         anonymize_video(anonymizer, src, tmp_path / f"out{depth}.mkv", codec="ffv1",
                         progress=False, overlap=depth, on_frame=records.append)
@@ -115,6 +162,31 @@ def test_overlapped_video_is_identical_to_the_sequential_one(tmp_path):
     assert log0 == log3
     assert sum(bool(f["regions"]) for f in log3) == 16  # the face was anonymized in every frame
     assert not np.array_equal(frames3[0], decode(src)[0])
+
+
+class FailsOnFrame5(BlazeFace):
+    """The real detector, made to crash on the frame panned 5 steps (its left edge)."""
+
+    def detect(self, image):
+        if np.array_equal(image[:, 0], astronaut()[20:260, 75]):
+            raise RuntimeError("detector crashed")
+        return super().detect(image)
+
+
+def test_a_detector_crash_on_a_worker_thread_masks_that_frame_only(tmp_path):
+    src = tmp_path / "in.mkv"
+    make_clip(src)
+    anonymizer = Anonymizer(method="blur8", num_threads=2, detector=FailsOnFrame5())
+    assert len(anonymizer.frame_detectors()) == 2
+    records = []
+    anonymize_video(anonymizer, src, tmp_path / "out.mkv", codec="ffv1", progress=False,
+                    on_frame=records.append)
+    frames = decode(tmp_path / "out.mkv")
+    assert len(frames) == 16
+    assert [r["status"] for r in records] == ["ok"] * 5 + ["masked"] + ["ok"] * 10
+    assert "detector crashed" in records[5]["error"]
+    assert not frames[5].any()  # fail closed: nothing of that frame is written
+    assert all(r["regions"] for i, r in enumerate(records) if i != 5)
 
 
 # ----------------------------------------------------------------------------- detector calls

@@ -50,8 +50,8 @@ class CountingAnonymizer:
     def __getattr__(self, name):
         return getattr(self._a, name)
 
-    def process(self, frame):
-        result = self._a.process(frame)
+    def process(self, frame, found=None):
+        result = self._a.process(frame, found)
         self.frames += 1
         fps = self.fps.tick()
         now = time.perf_counter()
@@ -92,7 +92,8 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         from privacy_anon.runtime.video import anonymize_paths
 
-        # the video code only calls .process / .reset / .name / .enlarge, which the wrapper passes on
+        # the video code only calls .process / .reset / .name / .enlarge / .frame_detectors,
+        # which the wrapper passes on
         anonymize_paths(counting, [args.input], args.output, preview=args.preview,
                         progress=False, max_frames=args.max_frames)
     except InputError as exc:

@@ -251,6 +251,14 @@ class BlazeFace:
     def __call__(self, image):
         return self.detect(image)
 
+    def copy(self, num_threads: int | None = None) -> "BlazeFace":
+        """The same detector with its own interpreter (one per thread: interpreters are not
+        thread-safe), on `num_threads` threads (default: this one's)."""
+        return type(self)(self.model_path, num_threads=num_threads or self.num_threads,
+                         score_threshold=self.score_threshold, nms_iou=self.nms_iou,
+                         min_face_size=self.min_face_size, zoom_out=self.zoom_out,
+                         max_calls=self.max_calls)
+
     def detect(self, image):
         """Finds faces in a frame.
 

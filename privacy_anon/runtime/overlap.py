@@ -2,9 +2,12 @@
 
 Video decoding and encoding (FFmpeg, via PyAV) and the interpreters (LiteRT) release the
 GIL, so a reader thread decoding the next frames and a writer thread encoding the last ones
-overlap with the detect + modify work of the current frame. The queues are bounded, so
-memory stays flat however long the video is. Frames keep their order (one reader, one
-writer); an exception in either thread is raised again in the caller. No TensorFlow here.
+overlap with the detect + modify work of the current frame. `map_ahead` also spreads
+per-frame work (face detection) over several threads, each with its own interpreter,
+frames ahead of the one being modified. The queues are bounded, so memory stays flat however
+long the video is. Frames keep their order (one reader, one writer, results taken in
+submission order); an exception in either thread is raised again in the caller. No
+TensorFlow here.
 
 Example:
     >>> with BackgroundWriter(lambda item: out.mux(stream.encode(item))) as writer:
@@ -14,9 +17,11 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import queue
 import threading
-from typing import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterable, Iterator, Sequence
 
 DEFAULT_DEPTH = 4  # frames in flight per queue: enough to hide a slow frame, little memory
 
@@ -64,6 +69,65 @@ def prefetch(items: Iterable, depth: int = DEFAULT_DEPTH) -> Iterator:
     finally:
         stop.set()
         thread.join()
+
+
+def map_ahead(items: Iterable, workers: Sequence[Callable], key: Callable = lambda item: item,
+              depth: int = DEFAULT_DEPTH) -> Iterator[tuple]:
+    """Yields `(item, result)` in the order of `items`, where `result = worker(key(item))`
+    ran on a pool of `len(workers)` threads, up to `depth` items ahead of the one yielded.
+
+    Each worker is used by one thread at a time (an interpreter is not thread-safe), so pass
+    one worker per thread wanted. An exception the worker raises is yielded as the result
+    (the caller decides: the pipeline masks that frame); items whose `key` is None are
+    passed through with result None. An exception raised by `items` itself is raised here
+    after the items before it are yielded. With no workers, results are None (the caller
+    does the work itself).
+    """
+    if not workers:
+        for item in items:
+            yield item, None
+        return
+    free: queue.Queue = queue.Queue()
+    for worker in workers:
+        free.put(worker)
+
+    def run(value):
+        worker = free.get()
+        try:
+            return worker(value)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller with its item
+            return exc
+        finally:
+            free.put(worker)
+
+    pending: collections.deque = collections.deque()
+    depth = max(int(depth), len(workers))
+    failure = None
+    with ThreadPoolExecutor(len(workers), thread_name_prefix="privacy-anon-detect") as pool:
+        try:
+            try:
+                for item in items:
+                    value = key(item)
+                    pending.append((item, None if value is None else pool.submit(run, value)))
+                    while len(pending) > depth:
+                        yield _done(pending.popleft())
+            except Exception as exc:  # noqa: BLE001 - `items` failed: first yield what it gave
+                failure = exc
+            while pending:
+                yield _done(pending.popleft())
+        finally:  # the consumer stopped early: do not run the rest
+            for _, future in pending:
+                if future is not None:
+                    future.cancel()
+            if hasattr(items, "close"):
+                items.close()
+    if failure is not None:
+        raise failure
+
+
+def _done(entry):
+    item, future = entry
+    return item, (None if future is None else future.result())
 
 
 def _put(buffer: queue.Queue, item, stop: threading.Event) -> bool:

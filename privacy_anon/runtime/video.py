@@ -29,7 +29,7 @@ import numpy as np
 from privacy_anon.errors import InputError, PartialOutputError
 from privacy_anon.io_utils import atomic_path, atomic_write_bytes, publish
 from privacy_anon.runtime.boxes_log import boxes_log
-from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, prefetch
+from privacy_anon.runtime.overlap import DEFAULT_DEPTH, BackgroundWriter, map_ahead, prefetch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv")
@@ -426,8 +426,10 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
     the frames the detector saw are the frames written, and every player, and every
     container (AVI, MPEG, WebM carry no display matrix), shows them the same way.
 
-    Decoding and encoding run on their own threads, `overlap` frames ahead / behind
-    (`runtime.overlap`; 0: all in this thread, the same output).
+    Decoding and encoding run on their own threads, `overlap` frames ahead / behind, and
+    faces are detected on `anonymizer.frame_detectors()` threads up to `overlap` frames
+    ahead of the frame being modified (`runtime.overlap`; 0: all in this thread, the same
+    output).
 
     Nothing per frame is kept: `on_frame`, if given, is called in order with each frame's
     record (`FrameResult.to_dict(index)`) as soon as it is processed (to stream it to a file,
@@ -501,11 +503,14 @@ def anonymize_video(anonymizer, src, dst, codec: str | None = None, quality: int
                 failure = None
                 try:
                     with BackgroundWriter(write, overlap) as writer:
-                        for what, image in prefetch(decoded(), overlap):
+                        frame_detectors = getattr(anonymizer, "frame_detectors", None)  # duck-typed wrappers
+                        detectors = frame_detectors() if overlap > 0 and frame_detectors else []
+                        for (what, image), found in map_ahead(prefetch(decoded(), overlap), detectors,
+                                                              key=lambda item: item[1], depth=overlap):
                             if image is None:
                                 writer.put((what, None))
                                 continue
-                            result = anonymizer.process(image)
+                            result = anonymizer.process(image, found) if detectors else anonymizer.process(image)
                             totals.add(result)
                             if on_frame is not None:
                                 on_frame(result.to_dict(index))
