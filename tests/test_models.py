@@ -116,3 +116,19 @@ def test_resize_modifier_validation_and_round_trip(tmp_path):
     x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m(x)), atol=1e-6)
     assert m2.get_config()["upsample"] == "resize"
+
+
+def test_outer_kernel_sets_the_first_and_last_conv_and_round_trips(tmp_path):
+    for bad in (4, 0, 2.5):
+        with pytest.raises(ValueError, match="outer_kernel"):
+            FaceModifier(outer_kernel=bad)
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="residual", outer_kernel=3)
+    m.build()
+    assert m.stem[1].kernel.shape[:2] == (3, 3) and m.head.kernel.shape[:2] == (3, 3)
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m2(x)), np.asarray(m(x)), atol=1e-6)
+    assert m2.get_config()["outer_kernel"] == 3
+    assert FaceModifier(input_size=32, filters=4, num_blocks=1).get_config()["outer_kernel"] == 7

@@ -417,7 +417,7 @@ def _manifest(modifier, quantize, runtime_m, report, enlarge, threshold, det_cfg
             pass
     config = {k: v for k, v in modifier.get_config().items()
               if k in ("input_size", "filters", "num_blocks", "output_mode", "residual_amplitude",
-                       "upsample")}
+                       "upsample", "outer_kernel")}
     return {
         "format": bundle_format.FORMAT,
         "format_version": bundle_format.FORMAT_VERSION,
