@@ -153,3 +153,22 @@ def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_pat
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and "train.recognizer" in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_view_is_zoom_times_ds_aligned_width(recognizer):
+    from privacy_anon.models.recognizer import FrozenRecognizer
+
+    with pytest.raises(ValueError, match="zoom"):
+        FrozenRecognizer("facenet", zoom=0.2)
+    h, w = 112, 96
+    identity = tf.eye(3, batch_shape=[1])
+    for zoom in (1.0, 1.3):
+        recognizer.zoom = zoom
+        try:
+            view = recognizer.view_matrices(identity, h, w).numpy()[0]
+        finally:
+            recognizer.zoom = 1.3
+        # the view's first and last columns land zoom x w apart, centred on D's window
+        left, right = view @ [0, 0, 1], view @ [recognizer.input_size - 1, 0, 1]
+        assert right[0] - left[0] == pytest.approx(zoom * w * (recognizer.input_size - 1) / recognizer.input_size)
+        assert (left[0] + right[0]) / 2 == pytest.approx((w - 1) / 2)

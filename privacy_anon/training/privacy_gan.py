@@ -313,6 +313,7 @@ class PrivacyGAN(keras.Model):
             "lambda_outside": self.lambda_outside,
             "realism_focus": self.realism_focus,
             "recognizer": None if self.recognizer is None else self.recognizer.name,
+            "recognizer_zoom": None if self.recognizer is None else self.recognizer.zoom,
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
@@ -326,10 +327,11 @@ class PrivacyGAN(keras.Model):
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         config["extra_classifiers"] = [keras.saving.deserialize_keras_object(d)
                                        for d in config.get("extra_classifiers", ())]
+        zoom = config.pop("recognizer_zoom", None)
         if config.get("recognizer"):
             from privacy_anon.models.recognizer import FrozenRecognizer
 
-            config["recognizer"] = FrozenRecognizer(config["recognizer"])
+            config["recognizer"] = FrozenRecognizer(config["recognizer"], zoom=zoom or 1.3)
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------

@@ -538,7 +538,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         if t.lambda_recognizer > 0 and stage in ("adversarial", "joint"):
             from privacy_anon.models.recognizer import FrozenRecognizer
 
-            recognizer = FrozenRecognizer(t.recognizer)
+            recognizer = FrozenRecognizer(t.recognizer, zoom=t.recognizer_zoom)
         for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
             opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
