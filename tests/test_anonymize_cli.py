@@ -181,6 +181,18 @@ def test_unwritable_output(video, tmp_path, capsys):
     assert blocker.read_text() == "a file, not a folder"
 
 
+def test_boxes_json_never_overwrites_the_input_or_the_output(video, tmp_path, capsys):
+    src = tmp_path / "in.mkv"
+    src.write_bytes(video[0].read_bytes())
+    before = src.read_bytes()
+    out = tmp_path / "o.mkv"
+    for boxes, what in ((src, "an input"), (out, "the output")):
+        code, _, err = run(["anonymize", str(src), "-o", str(out), "--method", "blur8",
+                            "--boxes-json", str(boxes), "--no-progress"], capsys)
+        assert code == 2 and err.count("\n") == 1 and str(boxes) in err and what in err, err
+        assert src.read_bytes() == before and not out.exists()
+
+
 def test_pi_runner_without_tensorflow(bundle_dir, video, tmp_path):
     import subprocess
     import sys

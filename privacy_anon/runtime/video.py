@@ -153,6 +153,11 @@ def anonymize_paths(anonymizer, inputs, output, codec: str | None = None, qualit
     """
     jobs = plan(inputs, output)
     if boxes_json is not None:
+        key = os.path.realpath(boxes_json)
+        for kind, source, dst in jobs:
+            if key == os.path.realpath(dst) or kind != "camera" and key == os.path.realpath(source):
+                raise InputError(f"{boxes_json}: --boxes-json would overwrite "
+                                 f"{'the output' if key == os.path.realpath(dst) else 'an input'}")
         check_writable(Path(boxes_json))
     if preview:
         _check_preview()
