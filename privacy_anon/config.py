@@ -177,6 +177,8 @@ class TrainConfig:
     recognizer: str = ""
     lambda_recognizer: float = 0.0
     recognizer_margin: float = 0.0  # ... no push once the cosine is at or below this
+    # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
+    warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000

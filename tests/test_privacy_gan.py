@@ -169,3 +169,22 @@ def test_view_erase_hides_a_region_from_d_alike_for_both_faces_of_the_identity_t
     assert erasing.get_config()["view_erase"] == 1.0
     with pytest.raises(ValueError, match="view_erase"):
         PrivacyGAN(gan.modifier, gan.classifier, view_erase=1.5)
+
+
+def test_warmup_ramps_the_image_terms_over_ms_first_steps():
+    import keras
+
+    cfg = get_preset("tiny")
+    m, d = build_modifier(cfg.modifier), build_classifier(cfg.classifier, 3)
+    with pytest.raises(ValueError, match="warmup_steps"):
+        PrivacyGAN(m, d, warmup_steps=-1)
+    gan = PrivacyGAN(m, d, warmup_steps=4)
+    gan.compile(m_optimizer=keras.optimizers.Adam(1e-3), d_optimizer=keras.optimizers.Adam(1e-3))
+    gan.build_optimizers()
+    ramps = []
+    for taken in range(6):
+        gan.m_optimizer.iterations.assign(taken)
+        ramps.append(float(gan._warmup_ramp()))
+    assert ramps == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert PrivacyGAN(m, d)._warmup_ramp() == 1.0  # the paper: no warm-up
+    assert gan.get_config()["warmup_steps"] == 4

@@ -552,7 +552,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          extra_classifiers=classifiers[1:], realism_focus=t.realism_focus,
                          recognizer=recognizer,
                          lambda_recognizer=t.lambda_recognizer if recognizer else 0.0,
-                         recognizer_margin=t.recognizer_margin)
+                         recognizer_margin=t.recognizer_margin, warmup_steps=t.warmup_steps)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
