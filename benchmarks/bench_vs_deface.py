@@ -22,7 +22,7 @@ so it lives in its own venv and runs as a subprocess:
     python benchmarks/bench_vs_deface.py --deface /tmp/deface-venv/bin/deface --cpus 0 --threads 1   # Pi-class
 
 Without `--bundle` it builds the learned bundle from the `mobile` recipe of issue 10 (M 128 px,
-16 filters, 3 residual blocks, residual output A=0.5) with random (not trained) weights: speed
+16 filters, 3 residual blocks, 3x3 outer convs, residual output A=0.5) with random (not trained) weights: speed
 does not depend on the weights, but such an M is no anonymizer. `--cpus 0` pins every tool
 to one core (taskset) as the closest stand-in for a Raspberry Pi here.
 """
@@ -56,7 +56,7 @@ CLIPS = {
     "1920x1080": (1920, 1080, [(220, 320), (150, 240), (120, 180), (100, 150)]),
 }
 LEARNED_RECIPE = {"input_size": 128, "filters": 16, "num_blocks": 3, "output_mode": "residual",
-                  "residual_amplitude": 0.5}
+                  "residual_amplitude": 0.5, "outer_kernel": 3}  # the `mobile` preset's M
 
 
 # ----------------------------------------------------------------------------- clips

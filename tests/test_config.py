@@ -39,6 +39,9 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     assert mobile.train.adv_weight == 0 and mobile.train.lambda_identity == 0
     assert mobile.train.lr_classifier < mobile.train.lr_modifier and mobile.train.lambda_color > 0
     assert mobile.data.holdout_identities > 0 and mobile.data.face_crop > 0
+    # RESULTS.md "Sixth pass": image terms warmed up so M leaves the identity; 3x3 outer convs
+    assert mobile.train.warmup_steps > 0 and mobile.modifier.outer_kernel == 3
+    assert paper.train.warmup_steps == 0 and paper.modifier.outer_kernel == 7
     # the paper's settings, untouched: ascent, small lambda, equal rates, no extra terms
     assert paper.train.adv_loss == "ascent" and paper.train.lambda_l1 == 0.1
     assert paper.train.lr_modifier == paper.train.lr_classifier
