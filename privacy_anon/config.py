@@ -43,6 +43,7 @@ class ModifierConfig:
     # which leaves no checkerboard of stripes (models/modifier.py)
     upsample: str = "transpose"
     outer_kernel: int = 7  # side of the first and last conv (the paper: 7); 3: int8 face ~1.6x cheaper
+    pixel_shuffle: bool = False  # True: in and out as 2x2 pixel blocks, no full-resolution layer
 
 
 @dataclass

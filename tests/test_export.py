@@ -11,7 +11,7 @@ from privacy_anon.cli import main
 from privacy_anon.errors import InputError
 
 
-def tiny_modifier(seed=0, upsample="transpose"):
+def tiny_modifier(seed=0, upsample="transpose", pixel_shuffle=False):
     """The tiny preset's M (residual output) with a random head, so that it changes faces.
 
     A fresh residual M is the identity (zero head); a random head makes it a real mapping.
@@ -23,6 +23,7 @@ def tiny_modifier(seed=0, upsample="transpose"):
 
     cfg = get_preset("tiny").modifier
     cfg.output_mode, cfg.residual_amplitude, cfg.upsample = "residual", 0.5, upsample
+    cfg.pixel_shuffle = pixel_shuffle
     keras.utils.set_random_seed(seed)
     m = build_modifier(cfg)
     rng = np.random.default_rng(seed)
@@ -90,6 +91,22 @@ def test_resize_upsampling_exports_integer_only_and_faithful(tmp_path):
     assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
     assert "RESIZE_NEAREST_NEIGHBOR" in names and "TRANSPOSE_CONV" not in names
     assert not names & {"DEQUANTIZE", "TILE", "MIRROR_PAD"}
+    assert report.psnr >= 30
+
+
+def test_pixel_shuffle_exports_integer_only_and_faithful(tmp_path):
+    """`pixel_shuffle` (2x2 pixel blocks in and out) exports as SPACE_TO_DEPTH / DEPTH_TO_SPACE
+    on int8, with one transposed conv (the other up-sampling is the block shuffle), and stays
+    within 30 dB of the Keras M on faces."""
+    from privacy_anon.export import export_bundle
+
+    report = export_bundle(tiny_modifier(pixel_shuffle=True), tmp_path / "bundle", quantize="int8",
+                           representative=face_crops(), min_psnr=25, verbose=False)
+    ops = tensor_dtypes_per_op(tmp_path / "bundle" / "modifier.tflite")
+    names = [name for name, _ in ops]
+    assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
+    assert names.count("SPACE_TO_DEPTH") == 1 and names.count("DEPTH_TO_SPACE") == 1
+    assert names.count("TRANSPOSE_CONV") == 1 and not {"DEQUANTIZE", "MIRROR_PAD"} & set(names)
     assert report.psnr >= 30
 
 

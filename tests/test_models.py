@@ -118,6 +118,25 @@ def test_resize_modifier_validation_and_round_trip(tmp_path):
     assert m2.get_config()["upsample"] == "resize"
 
 
+def test_pixel_shuffle_modifier_starts_as_identity_at_half_resolution_and_round_trips(tmp_path):
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="residual",
+                     outer_kernel=3, pixel_shuffle=True)
+    m.build()
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m(x)), x, atol=1e-6)  # zero head: the identity
+    # every conv sees half resolution or less: 12 channels in (2x2 blocks of RGB), 12 out
+    assert m.stem[2].kernel.shape == (3, 3, 12, 8) and m.head.kernel.shape == (3, 3, 8, 12)
+    assert len(m.down) == 3 and len(m.up) == 3  # one down- and one up-sampling block
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    y = np.asarray(m(x))
+    assert y.shape == x.shape and np.abs(y - x).mean() > 0.01
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(m2(x)), y, atol=1e-6)
+    assert m2.get_config()["pixel_shuffle"] is True
+    assert FaceModifier(input_size=32, filters=4, num_blocks=1).get_config()["pixel_shuffle"] is False
+
+
 def test_outer_kernel_sets_the_first_and_last_conv_and_round_trips(tmp_path):
     for bad in (4, 0, 2.5):
         with pytest.raises(ValueError, match="outer_kernel"):

@@ -3,7 +3,10 @@
 Layout (paper section 4): reflection pad + 7x7 conv, two stride-2 down-samplings, N residual
 blocks, two 2x up-samplings (transposed convs; or resize + conv), reflection pad + 7x7 conv, tanh.
 The outer 7x7 convs may be 3x3 (`outer_kernel`): they run at full resolution with few channels,
-where int8 gains least, and were about 40 % of a small int8 M's time per face.
+where int8 gains least, and were about 40 % of a small int8 M's time per face. With
+`pixel_shuffle`, nothing runs at full resolution: the face enters as 2x2 pixel blocks stacked
+on channels (space-to-depth) and leaves the same way (depth-to-space, Shi et al. 2016's
+sub-pixel conv), so the first down- and last up-sampling are gone.
 Instance norm everywhere, written from plain ops (mean, centred variance, rsqrt) so that a
 full-integer int8 TFLite conversion keeps every op integer: `GroupNormalization` does not.
 
@@ -98,6 +101,30 @@ class Upsample2x(layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="privacy_anon")
+class SpaceToDepth(layers.Layer):
+    """2x2 pixel blocks onto channels (TFLite SPACE_TO_DEPTH, which XNNPACK runs in int8)."""
+
+    def call(self, x):
+        return ops.space_to_depth(x, 2)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], None if shape[1] is None else shape[1] // 2,
+                None if shape[2] is None else shape[2] // 2, 4 * shape[3])
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
+class DepthToSpace(layers.Layer):
+    """Channels back into 2x2 pixel blocks (TFLite DEPTH_TO_SPACE), the inverse of `SpaceToDepth`."""
+
+    def call(self, x):
+        return ops.depth_to_space(x, 2)
+
+    def compute_output_shape(self, shape):
+        return (shape[0], None if shape[1] is None else 2 * shape[1],
+                None if shape[2] is None else 2 * shape[2], shape[3] // 4)
+
+
+@keras.saving.register_keras_serializable(package="privacy_anon")
 class InstanceNorm(layers.Layer):
     """Instance normalisation over H, W per sample and channel, with a learned affine."""
 
@@ -185,6 +212,9 @@ class FaceModifier(keras.Model):
         upsample: "transpose" (3x3 stride-2 transposed convs, the paper) or "resize"
             (nearest 2x + 3x3 conv: no checkerboard stripes), see `_up_block`.
         outer_kernel: side of the first and last conv (the paper: 7; odd).
+        pixel_shuffle: False (the paper) or True: the face enters and leaves as 2x2 pixel
+            blocks on channels, and M starts and ends at half resolution (one down- and one
+            up-sampling instead of two); int8 gains least on full-resolution layers.
 
     Example:
         >>> m = FaceModifier(input_size=64, filters=8, num_blocks=2)
@@ -194,7 +224,8 @@ class FaceModifier(keras.Model):
 
     def __init__(self, input_size: int = 256, filters: int = 64, num_blocks: int = 9,
                  output_mode: str = "tanh", residual_amplitude: float = 1.0,
-                 upsample: str = "transpose", outer_kernel: int = 7, **kwargs):
+                 upsample: str = "transpose", outer_kernel: int = 7,
+                 pixel_shuffle: bool = False, **kwargs):
         super().__init__(**kwargs)
         if input_size < 16 or input_size % 4:
             raise ValueError(f"`input_size` must be a multiple of 4 and >= 16, received input_size={input_size}")
@@ -217,17 +248,27 @@ class FaceModifier(keras.Model):
         self.num_blocks = int(num_blocks)
         self.output_mode = output_mode
         self.residual_amplitude = float(residual_amplitude)
+        self.pixel_shuffle = bool(pixel_shuffle)
 
         f, k = self.filters, self.outer_kernel
-        self.stem = [ReflectionPad2D(k // 2, name="stem_pad"), *_conv_block(f, k, 1, "stem")]
-        self.down = [*_conv_block(2 * f, 3, 2, "down1"), *_conv_block(4 * f, 3, 2, "down2")]
+        init = "zeros" if output_mode == "residual" else "glorot_uniform"
+        if self.pixel_shuffle:
+            # the stem starts at the half-resolution width (2f), where down1 would have put it
+            self.stem = [SpaceToDepth(name="stem_blocks"), ReflectionPad2D(k // 2, name="stem_pad"),
+                         *_conv_block(2 * f, k, 1, "stem")]
+            self.down = _conv_block(4 * f, 3, 2, "down2")
+            self.up = _up_block(2 * f, "up1", upsample)
+        else:
+            self.stem = [ReflectionPad2D(k // 2, name="stem_pad"), *_conv_block(f, k, 1, "stem")]
+            self.down = [*_conv_block(2 * f, 3, 2, "down1"), *_conv_block(4 * f, 3, 2, "down2")]
+            self.up = [*_up_block(2 * f, "up1", upsample), *_up_block(f, "up2", upsample)]
         self.blocks = [ResidualBlock(4 * f, name=f"res{i + 1}") for i in range(self.num_blocks)]
-        self.up = [*_up_block(2 * f, "up1", upsample), *_up_block(f, "up2", upsample)]
         self.head_pad = ReflectionPad2D(k // 2, name="head_pad")
         # In "residual" mode a zero head makes M start as the identity, so training starts
         # from the face itself instead of from noise the L1 term must first undo.
-        init = "zeros" if output_mode == "residual" else "glorot_uniform"
-        self.head = layers.Conv2D(3, k, kernel_initializer=init, name="head_conv")
+        self.head = layers.Conv2D(12 if self.pixel_shuffle else 3, k, kernel_initializer=init,
+                                  name="head_conv")
+        self.head_blocks = [DepthToSpace(name="head_blocks")] if self.pixel_shuffle else []
 
     def build(self, input_shape=None):
         # Run zeros once so every layer knows its shape (the net is fully convolutional).
@@ -236,7 +277,8 @@ class FaceModifier(keras.Model):
 
     def call(self, x):
         y = x
-        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head):
+        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head,
+                      *self.head_blocks):
             y = layer(y)
         y = ops.tanh(y)
         if self.output_mode == "residual":
@@ -256,6 +298,7 @@ class FaceModifier(keras.Model):
             "residual_amplitude": self.residual_amplitude,
             "upsample": self.upsample,
             "outer_kernel": self.outer_kernel,
+            "pixel_shuffle": self.pixel_shuffle,
         }
 
     @classmethod
@@ -273,6 +316,7 @@ def build_modifier(cfg) -> FaceModifier:
         residual_amplitude=cfg.residual_amplitude,
         upsample=cfg.upsample,
         outer_kernel=cfg.outer_kernel,
+        pixel_shuffle=cfg.pixel_shuffle,
         name="modifier",
     )
     m.build()
