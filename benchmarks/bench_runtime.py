@@ -1,7 +1,8 @@
 """Runtime speed, run by hand; results go to benchmarks/RESULTS.md.
 
-1. Per-crop latency of M on LiteRT (batch 1), float32 vs full int8, at the `mobile` and
-   `paper` sizes (random weights: speed does not depend on them), and the int8 file size.
+1. Per-crop latency of M on LiteRT (batch 1), float32 vs full int8, for the `mobile` M, the
+   same without `pixel_shuffle`, and the `paper` M (random weights: speed does not depend on
+   them), and the int8 file size.
 2. End-to-end frames/s of the runtime pipeline (BlazeFace + tracker + int8 M + paste, PyAV
    decode/encode, x264) on generated 640x360 and 1280x720 clips of astronaut() (one face),
    with the default detector tiles and with whole-frame detection only (`--min-face 0`).
@@ -22,29 +23,28 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-PRESETS = ("mobile", "paper")
-# issue 10's real-face recipe (planned for `mobile`): 128 px, 16 filters, 3 blocks
-EXTRA_SIZES = {"recipe 128/16/3": (128, 16, 3)}
+# per-crop rows: name -> (preset, ModifierConfig overrides); `mobile` off one switch shows
+# what that switch buys
+MODIFIERS = {
+    "mobile": ("mobile", {}),
+    "mobile, full-resolution ends": ("mobile", {"pixel_shuffle": False}),
+    "paper": ("paper", {}),
+}
 
 
-def preset_size(name):
-    if name in EXTRA_SIZES:
-        return EXTRA_SIZES[name]
+def build_modifier_for(name):
+    """The row's M (residual output) with random head weights: speed does not depend on them."""
+    import dataclasses
+
     from privacy_anon.config import get_preset
+    from privacy_anon.models.modifier import build_modifier
 
-    c = get_preset(name).modifier
-    return c.input_size, c.filters, c.num_blocks
-
-
-def macs(size, filters, blocks):
-    """Multiply-accumulates of one M forward pass (convs and transposed convs)."""
-    f, s = filters, size
-    total = s * s * 7 * 7 * 3 * f  # stem
-    total += (s // 2) ** 2 * 9 * f * 2 * f + (s // 4) ** 2 * 9 * 2 * f * 4 * f  # down
-    total += blocks * 2 * (s // 4) ** 2 * 9 * (4 * f) ** 2  # residual blocks
-    total += (s // 4) ** 2 * 9 * 4 * f * 2 * f + (s // 2) ** 2 * 9 * 2 * f * f  # up (per input pixel)
-    total += s * s * 7 * 7 * f * 3  # head
-    return total
+    preset, overrides = MODIFIERS[name]
+    cfg = dataclasses.replace(get_preset(preset).modifier, output_mode="residual",
+                              residual_amplitude=0.5, **overrides)
+    m = build_modifier(cfg)
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape).astype("float32"))
+    return m
 
 
 def time_model(path, size, threads, repeats=20):
@@ -78,25 +78,26 @@ def cpu_time_model(path, size, repeats=30):
 
 def bench_crops(threads, tmp, cpu_time=False, skip_paper=False):
     from privacy_anon.export.tflite import convert_modifier
-    from privacy_anon.models.modifier import FaceModifier
 
     timer = (lambda path, size, _threads: cpu_time_model(path, size)) if cpu_time else time_model
     unit = "CPU ms (1 thread, best of 30)" if cpu_time else f"ms ({threads} threads)"
-    print(f"| preset | input / filters / blocks | GMACs | float32 {unit} | int8 {unit} | int8 MB |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for name in (*PRESETS[:1], *EXTRA_SIZES, *(() if skip_paper else PRESETS[1:])):
-        size, filters, blocks = preset_size(name)
-        m = FaceModifier(size, filters, blocks, output_mode="residual", residual_amplitude=0.5)
-        m.build()
+    print(f"| M | input / filters / blocks | GMACs | float32 {unit} | int8 {unit} | int8 speed-up | int8 MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for name in MODIFIERS:
+        if skip_paper and name == "paper":
+            continue
+        m = build_modifier_for(name)
+        size = m.input_size
         calib = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
         row = []
         for q in ("none", "int8"):
             data = convert_modifier(m, q, calib)
-            path = tmp / f"{name}_{q}.tflite"
+            path = tmp / f"{name.replace(' ', '_').replace(',', '')}_{q}.tflite"
             path.write_bytes(data)
             row.append((timer(path, size, threads), len(data)))
-        print(f"| {name} | {size} / {filters} / {blocks} | {macs(size, filters, blocks) / 1e9:.2f} | "
-              f"{row[0][0]:.1f} | {row[1][0]:.1f} | {row[1][1] / 1e6:.2f} |", flush=True)
+        print(f"| {name} | {size} / {m.filters} / {m.num_blocks} | {m.macs() / 1e9:.2f} | "
+              f"{row[0][0]:.2f} | {row[1][0]:.2f} | {row[0][0] / row[1][0]:.2f}x | {row[1][1] / 1e6:.2f} |",
+              flush=True)
 
 
 def make_clip(path, width, height, frames):

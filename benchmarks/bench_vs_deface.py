@@ -21,9 +21,9 @@ so it lives in its own venv and runs as a subprocess:
     python benchmarks/bench_vs_deface.py --deface /tmp/deface-venv/bin/deface --frames 48 --rounds 2
     python benchmarks/bench_vs_deface.py --deface /tmp/deface-venv/bin/deface --cpus 0 --threads 1   # Pi-class
 
-Without `--bundle` it builds the learned bundle from the `mobile` recipe of issue 10 (M 128 px,
-16 filters, 3 residual blocks, 3x3 outer convs, residual output A=0.5) with random (not trained) weights: speed
-does not depend on the weights, but such an M is no anonymizer. `--cpus 0` pins every tool
+Without `--bundle` it builds the learned bundle from the `mobile` preset's M (128 px, 16
+filters, 3 residual blocks) with random (not trained) weights: speed does not depend on the
+weights, but such an M is no anonymizer. `--cpus 0` pins every tool
 to one core (taskset) as the closest stand-in for a Raspberry Pi here.
 """
 
@@ -55,8 +55,6 @@ CLIPS = {
     "1280x720": (1280, 720, [(140, 220), (100, 160), (90, 130)]),
     "1920x1080": (1920, 1080, [(220, 320), (150, 240), (120, 180), (100, 150)]),
 }
-LEARNED_RECIPE = {"input_size": 128, "filters": 16, "num_blocks": 3, "output_mode": "residual",
-                  "residual_amplitude": 0.5, "outer_kernel": 3}  # the `mobile` preset's M
 
 
 # ----------------------------------------------------------------------------- clips
@@ -162,14 +160,14 @@ def build_bundle(out: Path, seed: int = 0) -> Path:
     not the identity), calibrated on crops of the clips' faces."""
     import keras
 
+    from privacy_anon.config import get_preset
     from privacy_anon.export import export_bundle
-    from privacy_anon.models.modifier import FaceModifier
+    from privacy_anon.models.modifier import build_modifier
 
     import cv2
 
     keras.utils.set_random_seed(seed)
-    m = FaceModifier(**LEARNED_RECIPE)
-    m.build((None, 128, 128, 3))
+    m = build_modifier(get_preset("mobile").modifier)  # the `mobile` preset's M
     rng = np.random.default_rng(seed)
     for w in m.weights:  # the residual head starts at zero (identity): give it weights
         if "head" in w.path and np.abs(w.numpy()).max() == 0:

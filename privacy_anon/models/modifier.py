@@ -288,6 +288,24 @@ class FaceModifier(keras.Model):
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def macs(self) -> int:
+        """Multiply-accumulates of one face through M's convs (the rest is small beside them)."""
+        side, total = self.input_size, 0
+        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head, *self.head_blocks):
+            if isinstance(layer, SpaceToDepth):
+                side //= 2
+            elif isinstance(layer, (DepthToSpace, Upsample2x)):
+                side *= 2
+            elif isinstance(layer, layers.Conv2DTranspose):  # each input pixel spreads a kernel
+                total += side * side * int(np.prod(layer.kernel.shape))
+                side *= layer.strides[0]
+            elif isinstance(layer, layers.Conv2D):
+                side //= layer.strides[0]
+                total += side * side * int(np.prod(layer.kernel.shape))
+            elif isinstance(layer, ResidualBlock):
+                total += 2 * side * side * int(np.prod(layer.conv1.kernel.shape))
+        return total
+
     def get_config(self):
         return {
             **super().get_config(),
