@@ -298,15 +298,19 @@ def mobile() -> Config:
     plays its step (its accuracy on M(f) is reported; its terms can be turned back on).
     Colour / low-pass terms keep the face's colours, light and pose; a PatchGAN critic
     judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`), so M
-    reliably leaves its identity start. M's outer convs are 3x3. A stays the paper's.
+    reliably leaves its identity start. M's outer convs are 3x3, and faces enter and leave
+    it as 2x2 pixel blocks (`pixel_shuffle`), so no layer runs at full resolution. A stays
+    the paper's.
     """
     cfg = paper()
     cfg.name = "mobile"
-    # ~0.3 MB int8: real time beside deface on a laptop core; 3x3 outer convs cost ~40% less
-    # per int8 face than the paper's 7x7 at the same privacy (RESULTS.md, "Sixth pass")
+    # ~0.3 MB int8: real time beside deface on a laptop core. Full-resolution layers with few
+    # channels are where int8 gains least: 3x3 outer convs and pixel blocks in and out make an
+    # int8 face ~2.6x faster than float and ~3x cheaper than 7x7 at full resolution, at the
+    # same privacy (RESULTS.md, "Sixth pass", "Seventh pass")
     cfg.modifier = ModifierConfig(
         input_size=128, filters=16, num_blocks=3, output_mode="residual", residual_amplitude=1.0,
-        outer_kernel=3,
+        outer_kernel=3, pixel_shuffle=True,
     )
     # SphereFace-4 at the paper's 112x96: pre-trains in minutes on a CPU; CosFace trains
     # from scratch without A-Softmax's annealing

@@ -37,7 +37,8 @@ def android_tools_ready() -> bool:
 
 @pytest.fixture(scope="module")
 def golden(tmp_path_factory):
-    """A tiny int8 bundle (export default: batch 1) and the Python runtime's golden vectors for it."""
+    """A tiny int8 bundle (export default: batch 1) with `mobile`'s layout (faces in and out as
+    2x2 pixel blocks: SPACE_TO_DEPTH / DEPTH_TO_SPACE) and the Python runtime's golden vectors."""
     from test_export import face_crops, tiny_modifier
 
     from privacy_anon.export import export_bundle
@@ -49,7 +50,8 @@ def golden(tmp_path_factory):
         sys.path.remove(str(ROOT / "mobile"))
     base = tmp_path_factory.mktemp("mobile")
     bundle = base / "bundle"
-    export_bundle(tiny_modifier(), bundle, quantize="int8", representative=face_crops(), min_psnr=25, verbose=False)
+    export_bundle(tiny_modifier(pixel_shuffle=True), bundle, quantize="int8", representative=face_crops(),
+                  min_psnr=25, verbose=False)
     data = write_golden(bundle, base / "golden")
     return bundle, base / "golden", data
 

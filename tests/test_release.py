@@ -21,11 +21,11 @@ PEOPLE = 30
 # steps; M gets 120 steps of 16 faces, with FaceNet's weight 5 instead of 2, because at 2 a
 # run this short stays at the identity (measured: FaceNet's cosine 0.94 after 120 steps,
 # benchmarks/RESULTS.md "Fourth pass"); the full run leaves it after 50-150 steps. The 11
-# draws behind the margins had the paper's 7x7 outer convs and no warm-up, which `mobile` has
-# since gained: those stay pinned here until this size is re-drawn with them.
+# draws behind the margins had the paper's 7x7 outer convs at full resolution and no warm-up,
+# which `mobile` has since left: those stay pinned here until this size is re-drawn.
 SMALL = """\
 data: {holdout_identities: 0.34}
-modifier: {outer_kernel: 7}
+modifier: {outer_kernel: 7, pixel_shuffle: false}
 train: {classifier_steps: 100, steps_per_epoch: 120, checkpoint_every: 40, face_batch_size: 16,
         lambda_recognizer: 5.0, warmup_steps: 0}
 """
