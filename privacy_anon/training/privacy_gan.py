@@ -125,7 +125,9 @@ class PrivacyGAN(keras.Model):
             `d_acc_original` and `d_acc_modified` are means over the K D's. Not allowed in
             the "classifier" stage (pre-train each D on its own). () is the paper: one D.
         recognizer: a pretrained, frozen recognizer (`models.recognizer.FrozenRecognizer`)
-            for M's recognizer term; None in the paper.
+            for M's recognizer term, or a list of them (the term is then their mean: an
+            edit that moves several unrelated recognizers transfers better to an unseen
+            one); None in the paper.
         lambda_recognizer: weight of a hinge on the cosine between the recognizer's
             embeddings of M(f) and f (each through its own jittered view): M must move what a
             recognizer trained on half a million photos compares, not only what D learned
@@ -204,6 +206,8 @@ class PrivacyGAN(keras.Model):
         self.lambda_outside = float(lambda_outside)
         self.realism_focus = bool(realism_focus)
         self.recognizer = recognizer
+        self.recognizers = ([] if recognizer is None else
+                            list(recognizer) if isinstance(recognizer, (list, tuple)) else [recognizer])
         self.lambda_recognizer = float(lambda_recognizer)
         self.recognizer_margin = float(recognizer_margin)
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
@@ -320,8 +324,9 @@ class PrivacyGAN(keras.Model):
             "view_erase": self.view_erase,
             "lambda_outside": self.lambda_outside,
             "realism_focus": self.realism_focus,
-            "recognizer": None if self.recognizer is None else self.recognizer.name,
-            "recognizer_zoom": None if self.recognizer is None else self.recognizer.zoom,
+            "recognizer": "+".join(r.name for r in self.recognizers) or None,
+            "recognizer_zoom": self.recognizers[0].zoom if self.recognizers else None,
+            "recognizer_weights": self.recognizers[-1].weights if self.recognizers else "",
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
             "warmup_steps": self.warmup_steps,
@@ -337,10 +342,12 @@ class PrivacyGAN(keras.Model):
         config["extra_classifiers"] = [keras.saving.deserialize_keras_object(d)
                                        for d in config.get("extra_classifiers", ())]
         zoom = config.pop("recognizer_zoom", None)
+        weights = config.pop("recognizer_weights", "")
         if config.get("recognizer"):
-            from privacy_anon.models.recognizer import FrozenRecognizer
+            from privacy_anon.models.recognizer import FrozenRecognizer, recognizer_names
 
-            config["recognizer"] = FrozenRecognizer(config["recognizer"], zoom=zoom or 1.3)
+            config["recognizer"] = [FrozenRecognizer(name, zoom=zoom or 1.3, weights=weights)
+                                    for name in recognizer_names(config["recognizer"])]
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------
@@ -506,13 +513,16 @@ class PrivacyGAN(keras.Model):
         matches a photo against another crop of the person. One shared view would put M's
         starting point (the identity, cosine 1) at the cosine's maximum, where its gradient
         is 0: measured, M then took 50 of 300 steps to leave it, and a short run never did."""
-        rec, d = self.recognizer, self.classifier
+        d = self.classifier
         h, w = d.input_height, d.input_width
-        size = (rec.input_size, rec.input_size)
-        e_mod = rec(geometry.warp_affine(modified, rec.view_matrices(self._views(align), h, w), size))
-        e_orig = tf.stop_gradient(
-            rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
-        return tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin)
+        terms = []
+        for rec in self.recognizers:
+            size = (rec.input_size, rec.input_size)
+            e_mod = rec(geometry.warp_affine(modified, rec.view_matrices(self._views(align), h, w), size))
+            e_orig = tf.stop_gradient(
+                rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
+            terms.append(tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin))
+        return _mean(terms)
 
     def _warmup_ramp(self):
         """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""

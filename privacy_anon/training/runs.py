@@ -397,14 +397,18 @@ def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
 def check_recognizer(cfg) -> None:
     """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0
     (before any work; the weights' package is checked when they load)."""
-    from privacy_anon.models.recognizer import RECOGNIZERS
+    from privacy_anon.models.recognizer import RECOGNIZERS, faceres_model_path, recognizer_names
 
     t = cfg.train
     if t.lambda_recognizer < 0:
         raise InputError(f"train.lambda_recognizer must be >= 0, received {t.lambda_recognizer}")
-    if t.lambda_recognizer > 0 and t.recognizer not in RECOGNIZERS:
-        raise InputError(f"train.recognizer must be one of {', '.join(RECOGNIZERS)} when "
-                         f"train.lambda_recognizer > 0, received {t.recognizer!r}")
+    names = recognizer_names(t.recognizer)
+    if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
+                                    or len(set(names)) != len(names)):
+        raise InputError(f"train.recognizer must be one of {', '.join(RECOGNIZERS)}, or several "
+                         f"joined by '+', when train.lambda_recognizer > 0, received {t.recognizer!r}")
+    if t.lambda_recognizer > 0 and "faceres" in names:
+        faceres_model_path(t.recognizer_weights)
 
 
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
@@ -536,9 +540,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             opts["r"], rates["r"] = _adam(t.lr_critic, cfg), t.lr_critic
         recognizer = None
         if t.lambda_recognizer > 0 and stage in ("adversarial", "joint"):
-            from privacy_anon.models.recognizer import FrozenRecognizer
+            from privacy_anon.models.recognizer import FrozenRecognizer, recognizer_names
 
-            recognizer = FrozenRecognizer(t.recognizer, zoom=t.recognizer_zoom)
+            recognizer = [FrozenRecognizer(name, zoom=t.recognizer_zoom, weights=t.recognizer_weights)
+                          for name in recognizer_names(t.recognizer)]
         for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
             opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
