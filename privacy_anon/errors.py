@@ -24,3 +24,13 @@ class PartialOutputError(InputError):
     def __init__(self, reason: str, partial, done: int):
         super().__init__(f"{reason}; the {done} frames before it, anonymized, are in {partial}")
         self.reason, self.partial, self.done = reason, partial, done
+
+
+class ExportRefused(InputError):
+    """An export refused on a measured ground (M barely changes faces, or int8 is too far
+    from the Keras M): nothing is written. `reason` is the measurement alone, without the
+    file or the advice."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

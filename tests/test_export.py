@@ -149,9 +149,14 @@ def test_export_refuses_below_min_psnr_and_writes_nothing(tmp_path):
     from privacy_anon.export import export_bundle
 
     out = tmp_path / "b"
-    with pytest.raises(InputError, match="refused"):
+    from privacy_anon.errors import ExportRefused
+
+    with pytest.raises(ExportRefused, match="refused") as caught:
         export_bundle(tiny_modifier(), out, representative=face_crops(), min_psnr=99, verbose=False)
     assert list(tmp_path.iterdir()) == []
+    # the measurement alone, for `train` to report without parsing the message
+    assert caught.value.reason.startswith("int8 model is ") and "below --min-psnr 99" in caught.value.reason
+    assert "try" not in caught.value.reason and str(out) not in caught.value.reason
 
 
 def test_cli_export_float16_zip_from_run_dir(tmp_path, capsys):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from privacy_anon.errors import InputError
+from privacy_anon.errors import ExportRefused, InputError
 from privacy_anon.io_utils import check_can_write
 from privacy_anon.runtime import bundle as bundle_format
 
@@ -351,10 +351,12 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
     reference = keras_outputs(modifier, crops)
     change = float(np.abs(reference.astype(np.int16) - crops).mean())
     if change < min_change:
-        raise InputError(f"{modifier_or_path if isinstance(modifier_or_path, (str, os.PathLike)) else 'M'}: "
-                         f"refused: M changes the {len(crops)} calibration faces by {change:.2f} px on "
-                         f"average (mean |M(f) - f|, 0..255), below --min-change {min_change:g}, so faces "
-                         f"would pass un-anonymized (train M longer, or --min-change 0 to export anyway)")
+        reason = (f"M changes the {len(crops)} calibration faces by {change:.2f} px on "
+                  f"average (mean |M(f) - f|, 0..255), below --min-change {min_change:g}, so faces "
+                  f"would pass un-anonymized")
+        source = modifier_or_path if isinstance(modifier_or_path, (str, os.PathLike)) else "M"
+        raise ExportRefused(f"{source}: refused: {reason} (train M longer, or --min-change 0 to "
+                            "export anyway)", reason)
     if batch not in (None, 1):
         raise InputError(f"batch must be 1 (fixed) or None (dynamic), got {batch!r}")
     data = convert_modifier(modifier, quantize, crops, batch)
@@ -377,9 +379,10 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
         if verbose:
             print(report.summary(), file=sys.stderr)
         if report.psnr < min_psnr:
-            raise InputError(f"{out}: refused: {quantize} model is {report.psnr:.2f} dB PSNR from the Keras "
-                             f"model on {len(crops)} faces, below --min-psnr {min_psnr:g} "
-                             f"(try quantize=float16, a residual output mode, or lower --min-psnr)")
+            reason = (f"{quantize} model is {report.psnr:.2f} dB PSNR from the Keras model on "
+                      f"{len(crops)} faces, below --min-psnr {min_psnr:g}")
+            raise ExportRefused(f"{out}: refused: {reason} (try quantize=float16, a residual "
+                                "output mode, or lower --min-psnr)", reason)
         manifest = _manifest(modifier, quantize, runtime_m, report, enlarge, threshold, det_cfg, staging)
         manifest["training"] = _training_facts(modifier_or_path, trained, change, min_change)
         (staging / bundle_format.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

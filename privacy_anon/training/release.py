@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from privacy_anon.errors import InputError
+from privacy_anon.errors import ExportRefused
 
 YARDSTICK_METHODS = ("none", "blur8", "mask")  # the references drawn beside M on the plane
 YARDSTICK_PHOTOS = 300  # held-out photos measured; ~1 s each for all methods on 2 cores
@@ -34,12 +34,12 @@ def release(cfg, out: Path, modifier, faces) -> dict:
         report = export_bundle(modifier, out / "bundle", quantize="int8",
                                representative=faces.train.images[index],
                                enlarge=cfg.face_detection.enlarge, verbose=False)
-    except InputError as exc:
+    except ExportRefused as exc:
         # fail closed, but say what `train` can do: M itself is kept in the run
-        reason = str(exc).split("refused: ", 1)[-1].split(" (train M longer")[0]
-        raise InputError(f"{out}: no bundle exported: {reason}; M is kept in "
-                         f"{out / 'modifier.keras'}: train it longer, or export it anyway with "
-                         f"`privacy-anon export {out} --representative FACES --out BUNDLE --min-change 0`") from None
+        raise ExportRefused(f"{out}: no bundle exported: {exc.reason}; M is kept in "
+                            f"{out / 'modifier.keras'}: train it longer, or export it anyway with "
+                            f"`privacy-anon export {out} --representative FACES --out BUNDLE "
+                            "--min-change 0`", exc.reason) from None
     result = {"bundle": {"path": str(report.path), "psnr_vs_keras": round(report.psnr, 2),
                          "ssim_vs_keras": round(report.ssim, 4),
                          "modifier_bytes": report.modifier_bytes}}

@@ -641,9 +641,16 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             print(f"{cfg.data.actions}: no test frames; frame-mAP not measured", file=sys.stderr)
             metrics["num_test_frames"] = 0
     if stage == "adversarial" and cfg.data.faces != "synthetic" and release and chief:
+        from privacy_anon.errors import ExportRefused
+        from privacy_anon.io_utils import atomic_write_json
         from privacy_anon.training.release import release as hand_over
 
-        metrics.update(hand_over(cfg, out, modifier, faces))
+        try:
+            metrics.update(hand_over(cfg, out, modifier, faces))
+        except ExportRefused as exc:  # the training figures are kept, and why nothing shipped
+            metrics["bundle"] = {"refused": exc.reason}
+            atomic_write_json(write / "metrics.json", metrics)
+            raise
     from privacy_anon.io_utils import atomic_write_json
 
     atomic_write_json(write / "metrics.json", metrics)
