@@ -145,15 +145,8 @@ def test_faceres_weights_missing_or_altered_are_refused(tmp_path, faceres_dir):
     from privacy_anon.errors import InputError
     from privacy_anon.models.recognizer import FrozenRecognizer
 
-    (tmp_path / "bad.yaml").write_text("train: {lambda_recognizer: 1.0, recognizer: facenet+faceres}\n")
-    proc = subprocess.run(
-        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny", "--stage",
-         "adversarial", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 2
-    lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "train.recognizer_weights" in lines[0], proc.stderr
-    assert not (tmp_path / "run").exists()
+    _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0, recognizer: facenet+faceres}\n",
+                   "train.recognizer_weights")
     # a changed byte is not the model that was measured
     altered = tmp_path / "altered"
     altered.mkdir()
@@ -256,16 +249,21 @@ def test_m_learns_to_move_the_recognizers_embedding(recognizer, photos):
     assert before > 0.95 and after < 0.5, (before, after)
 
 
-def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_path):
-    (tmp_path / "bad.yaml").write_text("train: {lambda_recognizer: 1.0}\n")
+def _train_refuses(tmp_path, config: str, expected: str) -> None:
+    """`train` with this config: one line on stderr naming `expected`, exit 2, no run folder."""
+    (tmp_path / "bad.yaml").write_text(config)
     proc = subprocess.run(
         [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny", "--stage",
          "adversarial", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
-    assert len(lines) == 1 and "train.recognizer" in lines[0], proc.stderr
+    assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_path):
+    _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0}\n", "train.recognizer")
 
 
 def test_the_view_is_zoom_times_ds_aligned_width(recognizer):
