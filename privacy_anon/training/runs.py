@@ -640,9 +640,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         else:  # e.g. a data set whose split file lists training videos only
             print(f"{cfg.data.actions}: no test frames; frame-mAP not measured", file=sys.stderr)
             metrics["num_test_frames"] = 0
+    from privacy_anon.io_utils import atomic_write_json
+
     if stage == "adversarial" and cfg.data.faces != "synthetic" and release and chief:
         from privacy_anon.errors import ExportRefused
-        from privacy_anon.io_utils import atomic_write_json
         from privacy_anon.training.release import release as hand_over
 
         try:
@@ -651,8 +652,6 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             metrics["bundle"] = {"refused": exc.reason}
             atomic_write_json(write / "metrics.json", metrics)
             raise
-    from privacy_anon.io_utils import atomic_write_json
-
     atomic_write_json(write / "metrics.json", metrics)
     if task is not None:  # workers must end identical: one line to compare them by
         print(f"worker {task}: step {int(step.numpy())} weights sha256 "
