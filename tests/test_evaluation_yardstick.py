@@ -228,12 +228,36 @@ def test_cli_restricts_to_the_identities(capsys, photo_set, tmp_path, measures):
     assert "privacy_plane.png" in io.out
 
 
+def test_faceres_attacks_the_same_pairs(capsys, photo_set, tmp_path, measures, faceres_dir):
+    """faceres, a second recognizer, re-identifies the untouched photos and not the masked ones."""
+    code, io = _evaluate(capsys, photo_set, tmp_path, "--faceres", faceres_dir, "--cache",
+                         measures[1] / "cache")
+    assert code == 0, io.err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    none, mask = report["methods"]["none"], report["methods"]["mask"]
+    assert none["faceres_reid_accuracy"] >= 0.9 and none["faceres_verification_accuracy"] >= 0.9
+    assert mask["faceres_reid_accuracy"] <= 0.7 < none["faceres_reid_accuracy"] - 0.2
+    assert "faceres" in report["run"]["yardstick"]["second_attacker"]
+    assert "dlib_s" not in report["run"]["yardstick"]["timings"]  # dlib's figures came from the cache
+    assert "re-id % (faceres)" in (tmp_path / "out" / "yardstick.md").read_text()
+
+
+def test_square_view_is_the_box_resampled():
+    photo = np.zeros((100, 120, 3), np.uint8)
+    photo[20:60, 30:70] = 200  # the box (30, 20)-(70, 60) is a bright square
+    view = Y.square_view(photo, (30, 20, 70, 60), 1.0, 80)
+    assert view.shape == (80, 80, 3) and view[2:-2, 2:-2].min() == 200
+    wider = Y.square_view(photo, (30, 20, 70, 60), 2.0, 80)  # box in the middle half
+    assert wider[22:58, 22:58].min() == 200 and wider[:15].max() == 0
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing-ids", "identities file not found"),
     ("unknown-id", "identity 'nobody' is not a folder of"),
     ("bad-bundle", "bundle.json"),
     ("bundle-without-path", "method 'bundle' needs --bundle"),
     ("identities-without-yardstick", "--identities is for the yardstick"),
+    ("faceres-folder-empty", "faceres.json: missing"),
 ])
 def test_cli_bad_input_is_one_line_and_exit_2(capsys, photo_set, tmp_path, case, message):
     extra, methods = [], "none,mask"
@@ -252,6 +276,9 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, photo_set, tmp_path, case,
     elif case == "identities-without-yardstick":
         (tmp_path / "ids.txt").write_text("astronaut\n")
         extra = ["--identities", tmp_path / "ids.txt", "--recognizer", "d"]
+    elif case == "faceres-folder-empty":
+        (tmp_path / "faceres").mkdir()
+        extra = ["--faceres", tmp_path / "faceres"]
     code, io = _evaluate(capsys, photo_set, tmp_path, *extra, methods=methods)
     assert code == 2
     lines = io.err.strip().splitlines()

@@ -32,14 +32,6 @@ def recognizer():
 
 
 @pytest.fixture(scope="module")
-def faceres_dir(need):
-    folder = os.environ.get("PRIVACY_ANON_FACERES", "")
-    need(bool(folder) and Path(folder, "faceres.bin").is_file(),
-         "PRIVACY_ANON_FACERES does not name faceres's folder (bash .ci/faceres.sh DIR)")
-    return Path(folder)
-
-
-@pytest.fixture(scope="module")
 def faceres(faceres_dir):
     from privacy_anon.models.recognizer import FrozenRecognizer
 
@@ -147,6 +139,10 @@ def test_faceres_weights_missing_or_altered_are_refused(tmp_path, faceres_dir):
 
     _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0, recognizer: facenet+faceres}\n",
                    "train.recognizer_weights")
+    # a folder for the yardstick's second attacker is checked before any work too
+    (tmp_path / "empty").mkdir()
+    _train_refuses(tmp_path, f"train: {{recognizer_weights: {tmp_path / 'empty'}}}\n",
+                   "faceres.json: missing")
     # a changed byte is not the model that was measured
     altered = tmp_path / "altered"
     altered.mkdir()

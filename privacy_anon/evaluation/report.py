@@ -231,6 +231,7 @@ def write_report(results: dict, out_dir: str | os.PathLike, paper_reference: boo
 YARDSTICK_NOTES = {
     "reid_accuracy": "dlib, k-fold, original photo (gallery) vs modified photo (probe); 0.5 is chance",
     "verification_accuracy": "dlib, k-fold, both photos modified",
+    "faceres_reid_accuracy": "as reid_accuracy, attacked by faceres (a second recognizer) at the face box",
     "face_found": "fraction of modified photos where MTCNN finds a face with IoU >= 0.3 to the face box",
     "ssim": "SSIM inside the face box, original vs modified",
     "psnr": "PSNR (dB) inside the face box, capped at 100 for identical boxes",
@@ -247,12 +248,19 @@ def _yardstick_md(results: dict, run: dict | None) -> str:
                   f"({facts.get('identities_source')}), {facts.get('num_pairs')} pairs; attacker: "
                   f"dlib {'at the original face rectangle' if facts.get('attacker') == 'box' else 'with its HOG detector'}; "
                   f"MTCNN finds the face in {_pct(facts.get('face_found_original'), 1)}% of the originals.", ""]
-    lines += ["| method | re-id % | verification % | still a face % | SSIM | PSNR dB | "
-              "saturation added | landmark shift / IOD |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+        if facts.get("second_attacker"):
+            seen = (run or {}).get("faceres_in_training")
+            lines += [f"Second attacker: {facts['second_attacker']}"
+                      + (" (M trained against it: not an unseen attacker)." if seen else "."), ""]
+    second = any("faceres_reid_accuracy" in v for v in results.values())
+    lines += ["| method | re-id % | verification % |" + (" re-id % (faceres) |" if second else "")
+              + " still a face % | SSIM | PSNR dB | saturation added | landmark shift / IOD |",
+              "|---|---:|---:|" + ("---:|" if second else "") + "---:|---:|---:|---:|---:|"]
     num = lambda v, d: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     for m, v in results.items():
         lines.append(f"| {m} | {_pct(v.get('reid_accuracy'), 1)} | {_pct(v.get('verification_accuracy'), 1)}"
-                     f" | {_pct(v.get('face_found'), 1)} | {num(v.get('ssim'), 3)} | {num(v.get('psnr'), 1)}"
+                     + (f" | {_pct(v.get('faceres_reid_accuracy'), 1)}" if second else "")
+                     + f" | {_pct(v.get('face_found'), 1)} | {num(v.get('ssim'), 3)} | {num(v.get('psnr'), 1)}"
                      f" | {num(v.get('saturation_added'), 1)} | {num(v.get('landmark_shift_iod'), 3)} |")
     return "\n".join(lines) + "\n"
 

@@ -69,6 +69,7 @@ class EvalRequest:
     max_photos: int | None = None
     bundle: str | None = None  # the exported bundle, for method 'bundle'
     attacker: str = "box"  # dlib at the original face rectangle, or "hog"
+    faceres: str | None = None  # faceres's weights folder: a second attacker
 
 
 # ----------------------------------------------------------------------------- methods
@@ -545,7 +546,7 @@ def run_yardstick_request(cfg, req: EvalRequest) -> dict:
     results, facts, examples = measure_methods(
         req.faces, req.faces_boxes, req.identities, req.methods, req.max_photos, req.workers,
         seed, req.progress, Path(req.cache or Path(req.out) / "cache"), req.attacker,
-        bundle=req.bundle, modifier=req.modifier)
+        bundle=req.bundle, modifier=req.modifier, faceres=req.faceres)
     run = {"preset": cfg.name, "seed": seed, "methods": facts["methods"], "yardstick": facts}
     if req.modifier:
         run["modifier"] = req.modifier
@@ -571,7 +572,8 @@ def run_evaluation(cfg, req: EvalRequest) -> dict:
     if uses_yardstick(req):
         return run_yardstick_request(cfg, req)
     extra = [flag for flag, value in (("--identities", req.identities), ("--max-photos", req.max_photos),
-                                      ("--bundle", req.bundle)) if value is not None]
+                                      ("--bundle", req.bundle), ("--faceres", req.faceres))
+             if value is not None]
     if extra or req.attacker != "box":
         raise InputError(f"{(extra or ['--attacker'])[0]} is for the yardstick: give --faces DIR "
                          "--faces-box-cache CACHE --recognizer dlib (and no --pairs)")

@@ -59,7 +59,12 @@ def release(cfg, out: Path, modifier, faces) -> dict:
     cache = face_cache(cfg, out / "faces")  # already there when the run found the faces
     methods = list(YARDSTICK_METHODS) + [KerasModifier(modifier, name="learned"), str(report.path)]
     print(f"measuring on the held-out identities ({held}) in {out / 'yardstick'}", file=sys.stderr)
+    # faceres's folder, when the run names one, makes it a second attacker (seen in training
+    # when train.recognizer includes it: the report says so)
+    faceres = cfg.train.recognizer_weights or None
+    seen = bool(faceres) and cfg.train.lambda_recognizer > 0 and "faceres" in cfg.train.recognizer.split("+")
     result["yardstick"] = run_yardstick(
         cfg.data.faces, cache, held, methods, out / "yardstick", max_photos=YARDSTICK_PHOTOS,
-        workers=2, seed=cfg.data.seed, progress=sys.stderr.isatty())
+        workers=2, seed=cfg.data.seed, progress=sys.stderr.isatty(), faceres=faceres,
+        run={"faceres_in_training": seen} if faceres else None)
     return result

@@ -407,8 +407,8 @@ def check_recognizer(cfg) -> None:
                                     or len(set(names)) != len(names)):
         raise InputError(f"train.recognizer must be one of {', '.join(RECOGNIZERS)}, or several "
                          f"joined by '+', when train.lambda_recognizer > 0, received {t.recognizer!r}")
-    if t.lambda_recognizer > 0 and "faceres" in names:
-        faceres_model_path(t.recognizer_weights)
+    if t.recognizer_weights or (t.lambda_recognizer > 0 and "faceres" in names):
+        faceres_model_path(t.recognizer_weights)  # the yardstick's second attacker uses it too
 
 
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
