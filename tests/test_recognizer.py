@@ -279,3 +279,14 @@ def test_the_view_is_zoom_times_ds_aligned_width(recognizer):
         left, right = view @ [0, 0, 1], view @ [recognizer.input_size - 1, 0, 1]
         assert right[0] - left[0] == pytest.approx(zoom * w * (recognizer.input_size - 1) / recognizer.input_size)
         assert (left[0] + right[0]) / 2 == pytest.approx((w - 1) / 2)
+
+
+@pytest.mark.parametrize("spec, lam, seen", [
+    ("facenet", 1.0, False), ("facenet+faceres", 1.0, True), ("facenet + faceres", 1.0, True),
+    (" faceres ", 1.0, True), ("facenet+faceres", 0.0, False)])
+def test_the_report_says_whether_m_trained_against_faceres(spec, lam, seen):
+    from privacy_anon.config import load_config
+    from privacy_anon.training.release import faceres_in_training
+
+    cfg = load_config("mobile", overrides={"train": {"recognizer": spec, "lambda_recognizer": lam}})
+    assert faceres_in_training(cfg) is seen

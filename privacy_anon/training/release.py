@@ -62,9 +62,16 @@ def release(cfg, out: Path, modifier, faces) -> dict:
     # faceres's folder, when the run names one, makes it a second attacker (seen in training
     # when train.recognizer includes it: the report says so)
     faceres = cfg.train.recognizer_weights or None
-    seen = bool(faceres) and cfg.train.lambda_recognizer > 0 and "faceres" in cfg.train.recognizer.split("+")
+    seen = bool(faceres) and faceres_in_training(cfg)
     result["yardstick"] = run_yardstick(
         cfg.data.faces, cache, held, methods, out / "yardstick", max_photos=YARDSTICK_PHOTOS,
         workers=2, seed=cfg.data.seed, progress=sys.stderr.isatty(), faceres=faceres,
         run={"faceres_in_training": seen} if faceres else None)
     return result
+
+
+def faceres_in_training(cfg) -> bool:
+    """Whether M's recognizer term included faceres (then it is no unseen attacker)."""
+    from privacy_anon.models.recognizer import recognizer_names
+
+    return cfg.train.lambda_recognizer > 0 and "faceres" in recognizer_names(cfg.train.recognizer)
