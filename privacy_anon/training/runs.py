@@ -397,7 +397,8 @@ def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
 def check_recognizer(cfg) -> None:
     """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0
     (before any work; the weights' package is checked when they load)."""
-    from privacy_anon.models.recognizer import RECOGNIZERS, faceres_model_path, recognizer_names
+    from privacy_anon.models.recognizer import (RECOGNIZERS, face_score_model_path, faceres_model_path,
+                                                recognizer_names)
 
     t = cfg.train
     if t.lambda_recognizer < 0:
@@ -409,6 +410,10 @@ def check_recognizer(cfg) -> None:
                          f"joined by '+', when train.lambda_recognizer > 0, received {t.recognizer!r}")
     if t.recognizer_weights or (t.lambda_recognizer > 0 and "faceres" in names):
         faceres_model_path(t.recognizer_weights)  # the yardstick's second attacker uses it too
+    if t.lambda_face < 0:
+        raise InputError(f"train.lambda_face must be >= 0, received {t.lambda_face}")
+    if t.lambda_face > 0:
+        face_score_model_path(t.recognizer_weights)
 
 
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
@@ -544,6 +549,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
             recognizer = [FrozenRecognizer(name, zoom=t.recognizer_zoom, weights=t.recognizer_weights)
                           for name in recognizer_names(t.recognizer)]
+        face_score = None
+        if t.lambda_face > 0 and stage in ("adversarial", "joint"):
+            from privacy_anon.models.recognizer import FrozenFaceScore
+
+            face_score = FrozenFaceScore(t.recognizer_weights)
         for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
             opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
@@ -557,7 +567,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          extra_classifiers=classifiers[1:], realism_focus=t.realism_focus,
                          recognizer=recognizer,
                          lambda_recognizer=t.lambda_recognizer if recognizer else 0.0,
-                         recognizer_margin=t.recognizer_margin, warmup_steps=t.warmup_steps)
+                         recognizer_margin=t.recognizer_margin, warmup_steps=t.warmup_steps,
+                         face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
