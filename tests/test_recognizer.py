@@ -334,7 +334,7 @@ def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_s
                      lambda_face=1.0, view_jitter=0.05)
     # the identity M keeps every face: no term
     np.testing.assert_allclose(gan._face_term(m(x), x, align).numpy(), 0.0, atol=1e-4)
-    # faces painted over in the middle fall below: a positive term, capped at 3 + their drop
+    # faces painted over in the middle score below the originals: a positive term
     box = np.zeros((1, *x.shape[1:3], 1), np.float32)
     box[:, 32:96, 32:96] = 1
     term = gan._face_term(x * (1 - box) - box, x, align).numpy()

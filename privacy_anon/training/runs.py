@@ -395,8 +395,9 @@ def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
 
 
 def check_recognizer(cfg) -> None:
-    """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0
-    (before any work; the weights' package is checked when they load)."""
+    """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0,
+    and the human-models files that faceres and `train.lambda_face` read are there and
+    unaltered (before any work; FaceNet's package is checked when it loads)."""
     from privacy_anon.models.recognizer import (RECOGNIZERS, face_score_model_path, faceres_model_path,
                                                 recognizer_names)
 
