@@ -102,3 +102,36 @@ def test_strangers_are_harder_to_reidentify_and_still_faces(run):
         assert m["face_found"] >= y["blur8"]["face_found"] + 0.35, where
         assert m["ssim"] >= 0.6, where
         assert abs(m["saturation_added"]) <= 12, where
+
+
+# An M that never learned: still the identity it starts as (one Adam step at mobile's rate
+# already moves it past the 2 px gate)
+UNCHANGED = """\
+data: {holdout_identities: 0.34}
+train: {classifier_steps: 5, steps_per_epoch: 1, checkpoint_every: 1, face_batch_size: 8,
+        lambda_recognizer: 0.0, lr_modifier: 0.0}
+"""
+
+
+def test_a_run_whose_m_barely_changes_faces_ships_no_bundle(tmp_path, need):
+    """Fail closed end to end: `train` exits 2 with one line naming the run, writes no bundle
+    (not even a partial one), and keeps M and the reason in metrics.json."""
+    need(CELEBA.is_dir(), f"{CELEBA} is not here")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for person in sorted(p for p in CELEBA.iterdir() if p.is_dir())[:3]:
+        (photos / person.name).symlink_to(person, target_is_directory=True)
+    (tmp_path / "unchanged.yaml").write_text(UNCHANGED)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "mobile", "--stage",
+         "adversarial", "--data", str(photos), "--config", str(tmp_path / "unchanged.yaml"),
+         "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert str(out) in last and "no bundle exported" in last and "--min-change" in last, last
+    assert not (out / "bundle").exists()
+    assert (out / "modifier.keras").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "below --min-change" in metrics["bundle"]["refused"]
+    assert "yardstick" not in metrics
