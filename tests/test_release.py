@@ -34,6 +34,14 @@ train: {{classifier_steps: 100, steps_per_epoch: 120, checkpoint_every: 40, face
 """
 
 
+def _link_people(photos: Path, people: int) -> Path:
+    """A photo folder of the first `people` celeba-mini identities, linked, not copied."""
+    photos.mkdir()
+    for person in sorted(p for p in CELEBA.iterdir() if p.is_dir())[:people]:
+        (photos / person.name).symlink_to(person, target_is_directory=True)
+    return photos
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, need, faceres_dir):
     import importlib.util
@@ -41,10 +49,7 @@ def run(tmp_path_factory, need, faceres_dir):
     need(CELEBA.is_dir(), f"{CELEBA} is not here")
     need(importlib.util.find_spec("dlib") is not None, "dlib (eval extra) is not installed")
     tmp = tmp_path_factory.mktemp("release")
-    photos = tmp / "photos"
-    photos.mkdir()
-    for person in sorted(p for p in CELEBA.iterdir() if p.is_dir())[:PEOPLE]:
-        (photos / person.name).symlink_to(person, target_is_directory=True)
+    photos = _link_people(tmp / "photos", PEOPLE)
     (tmp / "small.yaml").write_text(SMALL.format(faceres=faceres_dir))
     out = tmp / "run"
     proc = subprocess.run(
@@ -117,10 +122,7 @@ def test_a_run_whose_m_barely_changes_faces_ships_no_bundle(tmp_path, need):
     """Fail closed end to end: `train` exits 2 with one line naming the run, writes no bundle
     (not even a partial one), and keeps M and the reason in metrics.json."""
     need(CELEBA.is_dir(), f"{CELEBA} is not here")
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    for person in sorted(p for p in CELEBA.iterdir() if p.is_dir())[:3]:
-        (photos / person.name).symlink_to(person, target_is_directory=True)
+    photos = _link_people(tmp_path / "photos", 3)
     (tmp_path / "unchanged.yaml").write_text(UNCHANGED)
     out = tmp_path / "run"
     proc = subprocess.run(
