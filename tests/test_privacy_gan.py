@@ -126,6 +126,18 @@ def test_extra_classifiers_round_trip_and_stay_out_of_pre_training():
         PrivacyGAN(gan.modifier, gan.classifier, stage="classifier", extra_classifiers=[gan.classifiers[1]])
 
 
+def test_a_gan_with_a_realism_critic_round_trips_its_config():
+    from privacy_anon.models.realism import PatchCritic
+
+    cfg = get_preset("tiny")
+    gan = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, 2),
+                     critic=PatchCritic(8), lambda_realism=0.5, realism_focus=True)
+    again = PrivacyGAN.from_config(gan.get_config())
+    assert isinstance(again.critic, PatchCritic) and again.critic is not gan.critic
+    assert again.critic.filters == 8 and again.lambda_realism == 0.5 and again.realism_focus
+    assert PrivacyGAN.from_config(PrivacyGAN(gan.modifier, gan.classifier).get_config()).critic is None
+
+
 def test_realism_focus_weighs_the_patches_m_changed():
     from privacy_anon.models.realism import PatchCritic
 

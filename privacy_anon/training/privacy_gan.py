@@ -206,7 +206,6 @@ class PrivacyGAN(keras.Model):
         self.view_erase = float(view_erase)
         self.lambda_outside = float(lambda_outside)
         self.realism_focus = bool(realism_focus)
-        self.recognizer = recognizer
         self.recognizers = ([] if recognizer is None else
                             list(recognizer) if isinstance(recognizer, (list, tuple)) else [recognizer])
         self.lambda_recognizer = float(lambda_recognizer)
@@ -324,6 +323,9 @@ class PrivacyGAN(keras.Model):
             "lambda_color": self.lambda_color,
             "lambda_lowpass": self.lambda_lowpass,
             "lambda_realism": self.lambda_realism,
+            # the critic's architecture: its weights, like M's and D's, live in checkpoints
+            "critic": (keras.saving.serialize_keras_object(self.critic)
+                       if self.critic is not None else None),
             "view_jitter": self.view_jitter,
             "view_erase": self.view_erase,
             "lambda_outside": self.lambda_outside,
@@ -347,6 +349,10 @@ class PrivacyGAN(keras.Model):
         config["classifier"] = keras.saving.deserialize_keras_object(config["classifier"])
         config["extra_classifiers"] = [keras.saving.deserialize_keras_object(d)
                                        for d in config.get("extra_classifiers", ())]
+        if config.get("critic") is not None:
+            import privacy_anon.models.realism  # noqa: F401  (registers PatchCritic)
+
+            config["critic"] = keras.saving.deserialize_keras_object(config["critic"])
         zoom = config.pop("recognizer_zoom", None)
         weights = config.pop("recognizer_weights", "")
         if config.get("recognizer"):
