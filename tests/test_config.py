@@ -34,8 +34,10 @@ def test_unknown_override_key_is_an_error():
 def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     mobile, paper = get_preset("mobile"), get_preset("paper")
     assert mobile.modifier.output_mode == "residual" and mobile.modifier.input_size == 128
-    # M's privacy term is the frozen FaceNet's embedding, not D's (RESULTS.md "Fourth pass")
-    assert mobile.train.recognizer == "facenet" and mobile.train.lambda_recognizer > 0
+    # M's privacy term is frozen recognizers' embeddings, not D's (RESULTS.md "Fourth pass"),
+    # two of them, held to a face a detector finds ("Twelfth", "Thirteenth pass")
+    assert mobile.train.recognizer == "facenet+faceres" and mobile.train.lambda_recognizer > 0
+    assert mobile.train.lambda_face > 0 and paper.train.lambda_face == 0
     assert mobile.train.adv_weight == 0 and mobile.train.lambda_identity == 0
     assert mobile.train.lr_classifier < mobile.train.lr_modifier and mobile.train.lambda_color > 0
     assert mobile.data.holdout_identities > 0 and mobile.data.face_crop > 0

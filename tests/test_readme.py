@@ -4,7 +4,8 @@
   every `--flag` it uses is one of its subcommand's own options, spelt in full (argparse
   would accept a stale flag that happens to prefix a real one).
 - The commands then run for real, in README order, in a scratch folder holding small inputs
-  of the names the README uses (`CASIA-WebFace/`, `faces/`, `clip.mp4`), with small step
+  of the names the README uses (`CASIA-WebFace/`, `faces/`, `clip.mp4`, and
+  `weights/human-models/` linked to the folder PRIVACY_ANON_FACERES names), with small step
   counts and a small config. Commands that take minutes even then (the joint and finetune
   stages, `evaluate` with action detection) run with `--run-slow`; without it `evaluate`
   runs its faces half. `demo` as written is tests/test_demo.py (slow).
@@ -197,9 +198,12 @@ def make_inputs(root: Path) -> None:
     (root / "k3.yaml").write_text(SMALL_CONFIG + "  adversaries: 3\n  adv_weight: 1.0\n  lambda_identity: 1.0\n")
 
 
-def test_readme_commands_run(tmp_path, monkeypatch, request):
+def test_readme_commands_run(tmp_path, monkeypatch, request, faceres_dir):
     slow = request.config.getoption("--run-slow")
     make_inputs(tmp_path)
+    # `mobile`'s npm weights where the README unpacks them (.ci/faceres.sh)
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "human-models").symlink_to(faceres_dir, target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     for where, argv in cli_commands():
         run = adapt(argv, slow)

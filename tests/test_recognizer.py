@@ -245,17 +245,36 @@ def test_m_learns_to_move_the_recognizers_embedding(recognizer, photos):
     assert before > 0.95 and after < 0.5, (before, after)
 
 
-def _train_refuses(tmp_path, config: str, expected: str) -> None:
+def _train_refuses(tmp_path, config: str, expected: str, preset="tiny", flags=()) -> None:
     """`train` with this config: one line on stderr naming `expected`, exit 2, no run folder."""
     (tmp_path / "bad.yaml").write_text(config)
     proc = subprocess.run(
-        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny", "--stage",
-         "adversarial", "--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run")],
+        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", preset, "--stage",
+         "adversarial", "--config", str(tmp_path / "bad.yaml"), *flags, "--out",
+         str(tmp_path / "run")],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_path):
+    """`mobile` trains against faceres and BlazeFace, whose weights are the user's files: a
+    run without them stops at once and says how to get them, or how to do without."""
+    _train_refuses(tmp_path, "{}\n", "train --recognizer-weights DIR", preset="mobile")
+    _train_refuses(tmp_path, "{}\n", "recognizer: facenet, lambda_recognizer: 2, lambda_face: 0",
+                   preset="mobile")
+    (tmp_path / "empty").mkdir()
+    _train_refuses(tmp_path, "{}\n", f"{tmp_path / 'empty' / 'faceres.json'}: missing",
+                   preset="mobile", flags=("--recognizer-weights", str(tmp_path / "empty")))
+    # pre-training D alone reads none of them
+    proc = subprocess.run(
+        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "mobile", "--stage",
+         "classifier", "--data", "synthetic", "--steps", "1", "--out", str(tmp_path / "d")],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "d" / "classifier.keras").is_file()
 
 
 def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_path):
