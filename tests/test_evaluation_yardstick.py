@@ -197,9 +197,18 @@ def test_measures_of_one_photo():
     grey[10:40, 20:50] = grey[10:40, 20:50].mean(axis=2, keepdims=True).astype(np.uint8)
     measured = Y.pixel_measures(photo, grey, box)
     assert measured[3] == 0 < measured[2]  # grey has no saturation
+    assert measured[4] > 20 and same[4] == 0  # every pixel lost its colour
     grey[0, 0] = 0  # outside the box: not measured
     assert np.array_equal(Y.pixel_measures(photo, grey, box), measured)
     marks = np.array([[10, 10], [30, 10], [20, 20], [12, 30], [28, 30]], np.float64)
+    # the same saturation in another hue: the box average misses it, the per-pixel shift not;
+    # brighter by 30 keeps every pixel's chroma
+    hsv = cv2.cvtColor(photo, cv2.COLOR_RGB2HSV)
+    hsv[..., 0] = (hsv[..., 0].astype(int) + 60) % 180
+    hue = Y.pixel_measures(photo, cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), box)
+    brighter = Y.pixel_measures(photo, np.clip(photo.astype(int) + 30, 0, 255).astype(np.uint8), box)
+    assert abs(hue[3] - hue[2]) < 3 and hue[4] > 30
+    assert brighter[4] < 0.25 * hue[4]
     assert Y.landmark_shift(marks, marks + [2, 0]) == pytest.approx(0.1)  # 2 px / 20 px apart
     assert np.isnan(Y.landmark_shift(marks, np.full((5, 2), np.nan)))
 

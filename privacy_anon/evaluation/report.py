@@ -236,6 +236,7 @@ YARDSTICK_NOTES = {
     "ssim": "SSIM inside the face box, original vs modified",
     "psnr": "PSNR (dB) inside the face box, capped at 100 for identical boxes",
     "saturation_added": "mean HSV saturation (0-255) in the face box, modified minus original",
+    "chroma_shift": "mean per-pixel (Cb, Cr) distance (0-255) in the face box: colour changed pixel by pixel",
     "landmark_shift_iod": "mean distance of MTCNN's 5 landmarks, modified vs original, / inter-ocular distance",
 }
 
@@ -254,14 +255,16 @@ def _yardstick_md(results: dict, run: dict | None) -> str:
                       + (" (M trained against it: not an unseen attacker)." if seen else "."), ""]
     second = any("faceres_reid_accuracy" in v for v in results.values())
     lines += ["| method | re-id % | verification % |" + (" re-id % (faceres) |" if second else "")
-              + " still a face % | SSIM | PSNR dB | saturation added | landmark shift / IOD |",
-              "|---|---:|---:|" + ("---:|" if second else "") + "---:|---:|---:|---:|---:|"]
+              + " still a face % | SSIM | PSNR dB | saturation added | chroma shift |"
+              " landmark shift / IOD |",
+              "|---|---:|---:|" + ("---:|" if second else "") + "---:|---:|---:|---:|---:|---:|"]
     num = lambda v, d: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
     for m, v in results.items():
         lines.append(f"| {m} | {_pct(v.get('reid_accuracy'), 1)} | {_pct(v.get('verification_accuracy'), 1)}"
                      + (f" | {_pct(v.get('faceres_reid_accuracy'), 1)}" if second else "")
                      + f" | {_pct(v.get('face_found'), 1)} | {num(v.get('ssim'), 3)} | {num(v.get('psnr'), 1)}"
-                     f" | {num(v.get('saturation_added'), 1)} | {num(v.get('landmark_shift_iod'), 3)} |")
+                     f" | {num(v.get('saturation_added'), 1)} | {num(v.get('chroma_shift'), 1)}"
+                     f" | {num(v.get('landmark_shift_iod'), 3)} |")
     return "\n".join(lines) + "\n"
 
 

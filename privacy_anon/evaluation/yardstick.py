@@ -47,6 +47,10 @@ Per method, on every selected photo (original vs modified):
   100 dB (identical boxes).
 - saturation_added: mean HSV saturation (0-255) in the box, modified minus original (a
   natural face of someone else adds ~0).
+- chroma_shift: mean per-pixel distance in YCbCr's (Cb, Cr) plane (0-255 scale) in the box,
+  modified vs original: colour painted where the face had other colour. A box average like
+  saturation_added misses a green eye beside a red mouth; this sees each pixel (re-lighting
+  or re-shaping a face moves it little; a hue change of the same saturation moves it a lot).
 - landmark_shift_iod: MTCNN's 5 landmarks on the modified face vs on the original, mean
   distance over the 5 points divided by the original's inter-ocular distance, averaged
   over the photos where MTCNN found both (`landmark_photos`).
@@ -85,7 +89,7 @@ PAIR_FOLDS = 10
 # 1.0 / 1.3 / 1.6: the attacker takes the best
 FACERES_VIEW = 1.6
 METRIC_NAMES = ("reid_accuracy", "verification_accuracy", "face_found", "ssim", "psnr",
-                "saturation_added", "landmark_shift_iod")
+                "saturation_added", "chroma_shift", "landmark_shift_iod")
 
 
 # ----------------------------------------------------------------------------- photos
@@ -373,7 +377,8 @@ def box_region(box, width: int, height: int, scale: float = 1.0) -> tuple[int, i
 
 
 def pixel_measures(original: np.ndarray, modified: np.ndarray, box, scale: float = 1.0) -> np.ndarray:
-    """[ssim, psnr (dB, capped), mean saturation original, modified] inside the box."""
+    """[ssim, psnr (dB, capped), mean saturation original, modified, chroma shift] inside
+    the box."""
     import cv2
     from skimage.metrics import structural_similarity
 
@@ -386,7 +391,9 @@ def pixel_measures(original: np.ndarray, modified: np.ndarray, box, scale: float
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     psnr = min(PSNR_CAP, 10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else PSNR_CAP
     sat = lambda x: float(cv2.cvtColor(x, cv2.COLOR_RGB2HSV)[..., 1].mean())
-    return np.array([ssim, psnr, sat(a), sat(b)], np.float32)
+    chroma = lambda x: cv2.cvtColor(x, cv2.COLOR_RGB2YCrCb)[..., 1:].astype(np.float64)
+    shift = float(np.sqrt(((chroma(a) - chroma(b)) ** 2).sum(-1)).mean())
+    return np.array([ssim, psnr, sat(a), sat(b), shift], np.float32)
 
 
 def landmark_shift(original, modified) -> float:
@@ -517,7 +524,7 @@ class _Measurer:
         # a method without a stable key (an unknown object) is measured afresh, in memory
         cache = self.cache if key is not None else EmbeddingCache()
         key = key or method.name
-        slots = (self.dlib_slot, "mtcnn", f"pixels-x{self.metrics_enlarge:g}")
+        slots = (self.dlib_slot, "mtcnn", f"pixels2-x{self.metrics_enlarge:g}")
         vec_slot, mt_slot, px_slot = (cache.get(s, key) for s in slots)
         fr_slot = cache.get(self.faceres_slot, key) if self.faceres_slot else {}
         needs_dlib = lambda p: p.key not in vec_slot or p.key not in mt_slot or p.key not in px_slot
@@ -547,8 +554,8 @@ class _Measurer:
                 cache.put(self.faceres_slot, key, keys, vectors)
                 cache.save(self.faceres_slot, key)
         return {p.key: {"dlib": vec_slot[p.key][0], "no_face": vec_slot[p.key][1],
-                        "mtcnn": mt_slot[p.key][0], "pixels": px_slot[p.key][0][:4],
-                        "covered": bool(px_slot[p.key][0][4]),
+                        "mtcnn": mt_slot[p.key][0], "pixels": px_slot[p.key][0][:5],
+                        "covered": bool(px_slot[p.key][0][5]),
                         **({"faceres": fr_slot[p.key][0]} if self.faceres_slot else {})}
                 for p in self.photos}
 
@@ -571,7 +578,7 @@ class _Measurer:
             vectors[changed], marks[changed] = v, self._mtcnn(sub, [photos[i] for i in changed])
             for i, flag in zip(changed, f):
                 no_face[i] = flag
-        slots = (self.dlib_slot, "mtcnn", f"pixels-x{self.metrics_enlarge:g}")
+        slots = (self.dlib_slot, "mtcnn", f"pixels2-x{self.metrics_enlarge:g}")
         cache.put(slots[0], key, keys, vectors, no_face)
         cache.put(slots[1], key, keys, marks, marks[:, 0] > 0)
         cache.put(slots[2], key, keys, pixels)
@@ -617,6 +624,7 @@ def summarize(pairs, originals: dict, measured: dict, photos) -> dict:
         "face_found": float(found.mean()),
         "ssim": float(np.nanmean(pixels[:, 0])), "psnr": float(pixels[:, 1].mean()),
         "saturation_added": float((pixels[:, 3] - pixels[:, 2]).mean()),
+        "chroma_shift": float(pixels[:, 4].mean()),
         "landmark_shift_iod": float(shifts[ok].mean()) if ok.any() else float("nan"),
         "landmark_photos": int(ok.sum()),
         "face_box_modified": float(np.mean([measured[k]["covered"] for k in keys])),
@@ -734,7 +742,7 @@ def run_yardstick(faces_root, boxes_cache, identities, methods, out_dir, max_pho
 
     Returns:
         {method name: {"reid_accuracy", "verification_accuracy", "face_found", "ssim",
-        "psnr", "saturation_added", "landmark_shift_iod", "num_photos", "num_pairs",
+        "psnr", "saturation_added", "chroma_shift", "landmark_shift_iod", "num_photos", "num_pairs",
         "reid_std", "verification_std", "landmark_photos", "no_face_modified",
         "face_box_modified", "seconds", "verification": {...}, "reid": {...}}}, and with
         `faceres`: "faceres_reid_accuracy", "faceres_verification_accuracy".
