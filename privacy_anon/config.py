@@ -23,7 +23,7 @@ from privacy_anon.errors import ConfigError
 # Settings that take one of a few names (checked when a config file sets them, so the error
 # names the file; models/modifier.py takes its choices from here).
 CHOICES = {
-    "modifier.output_mode": ("tanh", "residual"),
+    "modifier.output_mode": ("tanh", "residual", "luma"),
     "modifier.upsample": ("transpose", "resize"),
 }
 
@@ -37,8 +37,10 @@ class ModifierConfig:
     num_blocks: int = 9  # residual blocks at the bottleneck
     # "tanh": the output is tanh(g(x)) (the paper / Johnson et al.).
     # "residual": the output is clip(x + amplitude * tanh(g(x))), which keeps int8 error small.
+    # "luma": the same, with one residual channel added to R, G and B alike: M edits brightness
+    # only, so the face keeps its own colours (no colour patterns) by construction.
     output_mode: str = "tanh"
-    residual_amplitude: float = 1.0  # in [-1, 1] pixel units, only for output_mode="residual"
+    residual_amplitude: float = 1.0  # in [-1, 1] pixel units, for "residual" and "luma"
     # "transpose": 3x3 stride-2 transposed convs (the paper); "resize": nearest 2x + 3x3 conv,
     # which leaves no checkerboard of stripes (models/modifier.py)
     upsample: str = "transpose"

@@ -11,7 +11,7 @@ from privacy_anon.cli import main
 from privacy_anon.errors import InputError
 
 
-def tiny_modifier(seed=0, upsample="transpose", pixel_shuffle=False):
+def tiny_modifier(seed=0, upsample="transpose", pixel_shuffle=False, output_mode="residual"):
     """The tiny preset's M (residual output) with a random head, so that it changes faces.
 
     A fresh residual M is the identity (zero head); a random head makes it a real mapping.
@@ -22,7 +22,7 @@ def tiny_modifier(seed=0, upsample="transpose", pixel_shuffle=False):
     from privacy_anon.models.modifier import build_modifier
 
     cfg = get_preset("tiny").modifier
-    cfg.output_mode, cfg.residual_amplitude, cfg.upsample = "residual", 0.5, upsample
+    cfg.output_mode, cfg.residual_amplitude, cfg.upsample = output_mode, 0.5, upsample
     cfg.pixel_shuffle = pixel_shuffle
     keras.utils.set_random_seed(seed)
     m = build_modifier(cfg)
@@ -108,6 +108,36 @@ def test_pixel_shuffle_exports_integer_only_and_faithful(tmp_path):
     assert names.count("SPACE_TO_DEPTH") == 1 and names.count("DEPTH_TO_SPACE") == 1
     assert names.count("TRANSPOSE_CONV") == 1 and not {"DEQUANTIZE", "MIRROR_PAD"} & set(names)
     assert report.psnr >= 30
+
+
+def test_luma_m_exports_integer_only_and_keeps_colours_through_litert(tmp_path):
+    """`output_mode: luma` (one residual channel added to R, G and B) exports to int8 like a
+    residual M, and the runtime's faces keep their colours: the change in YCbCr's chroma is a
+    small part of the residual M's, for a change in brightness at least as large."""
+    import cv2
+
+    from privacy_anon.export import export_bundle
+    from privacy_anon.export.tflite import representative_crops
+    from privacy_anon.runtime import load_bundle
+
+    crops = representative_crops(face_crops(), 64)
+    shifts = {}
+    for mode in ("luma", "residual"):
+        out = tmp_path / mode
+        report = export_bundle(tiny_modifier(pixel_shuffle=True, output_mode=mode), out,
+                               quantize="int8", representative=face_crops(), min_psnr=25,
+                               verbose=False)
+        ops = tensor_dtypes_per_op(out / "modifier.tflite")
+        assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
+        assert report.psnr >= 30
+        got = load_bundle(out).modifier(num_threads=2).run(crops)
+        ycc = lambda x: np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2YCrCb) for c in x]).astype(float)
+        d = ycc(got) - ycc(crops)
+        shifts[mode] = (np.abs(d[..., 0]).mean(), np.sqrt((d[..., 1:] ** 2).sum(-1)).mean())
+    print("luma / chroma change (0-255):", shifts)
+    assert shifts["luma"][0] > 2.0  # it changes the faces
+    assert shifts["luma"][1] < 0.1 * shifts["residual"][1], shifts
+    assert shifts["luma"][1] < 3, shifts  # int8 rounding and clipping at 0 and 255 only
 
 
 def test_int8_bundle_contents_and_quality(int8_bundle):

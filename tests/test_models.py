@@ -137,6 +137,28 @@ def test_pixel_shuffle_modifier_starts_as_identity_at_half_resolution_and_round_
     assert FaceModifier(input_size=32, filters=4, num_blocks=1).get_config()["pixel_shuffle"] is False
 
 
+@pytest.mark.parametrize("pixel_shuffle", [False, True])
+def test_luma_modifier_changes_brightness_only_and_round_trips(tmp_path, pixel_shuffle):
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="luma",
+                     outer_kernel=3, pixel_shuffle=pixel_shuffle)
+    m.build()
+    x = np.random.default_rng(0).uniform(-0.8, 0.8, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m(x)), x, atol=1e-6)  # zero head: the identity
+    assert m.head.kernel.shape[-1] == (4 if pixel_shuffle else 1)  # one channel per pixel
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    y = np.asarray(m(x))
+    d = y - x
+    inside = (np.abs(y) < 1).all(-1)  # not clipped
+    assert np.abs(d).mean() > 0.01 and inside.mean() > 0.5
+    # the same change in R, G and B: Cb and Cr (their weights sum to 0) do not move
+    np.testing.assert_allclose(d[inside][:, 0], d[inside][:, 1], atol=1e-5)
+    np.testing.assert_allclose(d[inside][:, 0], d[inside][:, 2], atol=1e-5)
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(m2(x)), y, atol=1e-6)
+    assert m2.get_config()["output_mode"] == "luma"
+
+
 def test_outer_kernel_sets_the_first_and_last_conv_and_round_trips(tmp_path):
     for bad in (4, 0, 2.5):
         with pytest.raises(ValueError, match="outer_kernel"):

@@ -207,7 +207,10 @@ class FaceModifier(keras.Model):
         filters: width of the first conv; 2x and 4x after the down-samplings.
         num_blocks: residual blocks at the bottleneck (the paper: 9).
         output_mode: "tanh" (output = tanh(g(x)), the paper) or "residual"
-            (output = clip(x + amplitude * tanh(g(x)), -1, 1), which keeps int8 error small).
+            (output = clip(x + amplitude * tanh(g(x)), -1, 1), which keeps int8 error small)
+            or "luma" (the same with g(x) one channel added to R, G and B alike: M changes
+            brightness only, so no colour appears that the face did not have; YCbCr's
+            chroma of x + d(1, 1, 1) is x's, up to clipping).
         residual_amplitude: how far, in [-1, 1] pixel units, "residual" may move a pixel.
         upsample: "transpose" (3x3 stride-2 transposed convs, the paper) or "resize"
             (nearest 2x + 3x3 conv: no checkerboard stripes), see `_up_block`.
@@ -251,7 +254,7 @@ class FaceModifier(keras.Model):
         self.pixel_shuffle = bool(pixel_shuffle)
 
         f, k = self.filters, self.outer_kernel
-        init = "zeros" if output_mode == "residual" else "glorot_uniform"
+        init = "glorot_uniform" if output_mode == "tanh" else "zeros"
         if self.pixel_shuffle:
             # the stem starts at the half-resolution width (2f), where down1 would have put it
             self.stem = [SpaceToDepth(name="stem_blocks"), ReflectionPad2D(k // 2, name="stem_pad"),
@@ -264,9 +267,11 @@ class FaceModifier(keras.Model):
             self.up = [*_up_block(2 * f, "up1", upsample), *_up_block(f, "up2", upsample)]
         self.blocks = [ResidualBlock(4 * f, name=f"res{i + 1}") for i in range(self.num_blocks)]
         self.head_pad = ReflectionPad2D(k // 2, name="head_pad")
-        # In "residual" mode a zero head makes M start as the identity, so training starts
-        # from the face itself instead of from noise the L1 term must first undo.
-        self.head = layers.Conv2D(12 if self.pixel_shuffle else 3, k, kernel_initializer=init,
+        # In "residual" and "luma" mode a zero head makes M start as the identity, so training
+        # starts from the face itself instead of from noise the L1 term must first undo.
+        channels = 1 if output_mode == "luma" else 3
+        self.head = layers.Conv2D(4 * channels if self.pixel_shuffle else channels, k,
+                                  kernel_initializer=init,
                                   name="head_conv")
         self.head_blocks = [DepthToSpace(name="head_blocks")] if self.pixel_shuffle else []
 
@@ -281,7 +286,7 @@ class FaceModifier(keras.Model):
                       *self.head_blocks):
             y = layer(y)
         y = ops.tanh(y)
-        if self.output_mode == "residual":
+        if self.output_mode != "tanh":  # (B, H, W, 1) in "luma" mode: broadcast over R, G, B
             y = ops.clip(x + self.residual_amplitude * y, -1.0, 1.0)
         return y
 
