@@ -191,6 +191,9 @@ class TrainConfig:
     # detector must still see a face, so lambda_recognizer can push harder (BlazeFace's
     # weights come from recognizer_weights' folder; the yardstick's judge is MTCNN)
     lambda_face: float = 0.0
+    # FaceMesh's 468 points on M(f) kept where f's are (mean move in inter-ocular distances):
+    # pose and expression kept (FaceMesh's weights come from recognizer_weights' folder too)
+    lambda_landmarks: float = 0.0
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

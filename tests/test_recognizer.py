@@ -381,3 +381,83 @@ def test_a_face_term_without_blazefaces_weights_is_refused(tmp_path, faceres_dir
         shutil.copy(faceres_dir / name, only_faceres)
     _train_refuses(tmp_path, f"train: {{lambda_face: 1.0, recognizer_weights: {only_faceres}}}\n",
                    "blazeface-front.json: missing")
+
+
+@pytest.fixture(scope="module")
+def face_mesh(faceres_dir):
+    from privacy_anon.models.recognizer import FrozenFaceMesh
+
+    return FrozenFaceMesh(faceres_dir)
+
+
+def _mesh(face_mesh, x, align, hw):
+    view = face_mesh.view_matrices(align, *hw)
+    size = (face_mesh.input_size, face_mesh.input_size)
+    return face_mesh(geometry.warp_affine(x, view, size)).numpy()
+
+
+def test_facemesh_puts_the_eyes_where_the_landmarks_are_and_follows_a_shift(face_mesh, photos):
+    """The landmark term's model: on real faces its eye corners average to where D's
+    alignment (from BlazeFace's landmarks) puts the eyes, and its points move with the face."""
+    x, align, labels, hw = photos
+    x, align = x[:32], align[:32]
+    mesh = _mesh(face_mesh, x, align, hw)
+    assert mesh.shape == (32, 468, 2)
+    # D's template eyes in the view (side 1): the view is zoom x D's width about its centre
+    h, w = hw
+    eyes = (geometry.SPHEREFACE_TEMPLATE[:2] * [w / 96, h / 112] - [(w - 1) / 2, (h - 1) / 2]) \
+        / (face_mesh.zoom * w) + 0.5
+    # MediaPipe's mesh: 33 / 133 and 362 / 263 are the corners of the two eyes
+    found = np.stack([mesh[:, [33, 133]].mean(1), mesh[:, [362, 263]].mean(1)], 1)
+    iod = np.linalg.norm(eyes[1] - eyes[0])
+    miss = np.linalg.norm(found - eyes, axis=-1).mean(1) / iod
+    assert np.median(miss) < 0.15, np.median(miss)
+    # the faces 6 px (of 128) to the right: the mesh moves right by about that
+    shifted = tf.roll(x, 6, axis=2)
+    moved = _mesh(face_mesh, shifted, align, hw) - mesh
+    # crop pixels per view pixel: 6 px of the crop is this much of the view's side
+    crop_px = float(np.linalg.norm(face_mesh.view_matrices(align, *hw)[0, :2, 0]))
+    expected = 6 / (crop_px * face_mesh.input_size)
+    assert 0.6 * expected < np.median(moved[..., 0]) < 1.4 * expected, (np.median(moved[..., 0]), expected)
+    assert abs(np.median(moved[..., 1])) < 0.3 * expected
+
+
+def test_the_landmark_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_mesh, photos):
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    x, align = x[:8], align[:8]
+    cfg = get_preset("mobile")
+    m = build_modifier(cfg.modifier)
+    gan = PrivacyGAN(m, build_classifier(cfg.classifier, PEOPLE), face_mesh=face_mesh,
+                     lambda_landmarks=1.0, view_jitter=0.05)
+    # the identity M moves nothing: no term
+    np.testing.assert_allclose(gan._landmark_term(m(x), x, align).numpy(), 0.0, atol=1e-3)
+    # faces moved 4 px of 128 (about a tenth of the eyes' distance): a term near 0.1
+    term = gan._landmark_term(tf.roll(x, 4, axis=2), x, align).numpy()
+    assert 0.04 < np.median(term) < 0.3, term
+    # a random M moves the points; its gradient reaches M
+    rng = np.random.default_rng(0)
+    for weight in m.head.weights:
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(gan._landmark_term(m(x, training=True), x, align))
+    grads = tape.gradient(loss, m.trainable_variables)
+    assert float(loss) > 0 and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    with pytest.raises(ValueError, match="needs a face_mesh"):
+        PrivacyGAN(m, gan.classifier, lambda_landmarks=1.0)
+    config = gan.get_config()
+    assert config["lambda_landmarks"] == 1.0 and config["face_mesh_weights"] == str(face_mesh.weights)
+
+
+def test_a_landmark_term_without_facemeshs_weights_is_refused(tmp_path, faceres_dir):
+    _train_refuses(tmp_path, "train: {lambda_landmarks: 1.0}\n", "train.lambda_landmarks")
+    _train_refuses(tmp_path, "train: {lambda_landmarks: -1.0}\n", "train.lambda_landmarks must be >= 0")
+    no_mesh = tmp_path / "no-mesh"
+    no_mesh.mkdir()
+    for name in ("faceres.json", "faceres.bin"):
+        shutil.copy(faceres_dir / name, no_mesh)
+    _train_refuses(tmp_path, f"train: {{lambda_landmarks: 1.0, recognizer_weights: {no_mesh}}}\n",
+                   "facemesh.json: missing")

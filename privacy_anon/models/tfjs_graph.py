@@ -181,6 +181,8 @@ _OPS = {
     "FusedDepthwiseConv2dNative": lambda a, t: _fused_tail(_depthwise(a, t), a, t),
     "Identity": lambda a, t: a[0],
     "Relu": lambda a, t: tf.nn.relu(a[0]),
+    "Prelu": lambda a, t: tf.nn.relu(a[0]) - a[1] * tf.nn.relu(-a[0]),
+    "Sigmoid": lambda a, t: tf.sigmoid(a[0]),
     "Abs": lambda a, t: tf.abs(a[0]),
     "Square": lambda a, t: tf.square(a[0]),
     "Rsqrt": lambda a, t: tf.math.rsqrt(a[0]),

@@ -14,6 +14,9 @@ Losses (DESIGN.md "Algorithm 1, precisely"; CE_m is D's margin softmax loss):
 
 A pretrained recognizer (`recognizer`, beyond the paper): frozen, it takes no step of its
 own; M's loss gains a hinge on the cosine between its embeddings of M(f) and f.
+Two more frozen networks guard what the push must keep: BlazeFace's face logit (`face_score`,
+`lambda_face`: still a face) and FaceMesh's 468 points (`face_mesh`, `lambda_landmarks`:
+features where they were, so pose and expression stay).
 
 Several adversaries (`extra_classifiers`, beyond the paper): D_1..D_K each take their own
 D step (own optimizer, own jittered view); in the M step the adversarial and identity terms
@@ -37,6 +40,9 @@ from privacy_anon.faces import geometry
 
 STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
+# inter-ocular distance / width of D's aligned crop (SphereFace's template)
+_TEMPLATE_IOD = float((geometry.SPHEREFACE_TEMPLATE[1, 0] - geometry.SPHEREFACE_TEMPLATE[0, 0])
+                      / geometry.TEMPLATE_SIZE[1])
 
 
 def _across_workers() -> bool:
@@ -156,7 +162,8 @@ class PrivacyGAN(keras.Model):
                  extra_classifiers=(), realism_focus: bool = False, recognizer=None,
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
-                 face_score=None, lambda_face: float = 0.0, **kwargs):
+                 face_score=None, lambda_face: float = 0.0, face_mesh=None,
+                 lambda_landmarks: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -170,7 +177,8 @@ class PrivacyGAN(keras.Model):
                    "adv_cap": adv_cap, "lambda_identity": lambda_identity,
                    "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
                    "lambda_realism": lambda_realism, "view_jitter": view_jitter,
-                   "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer}
+                   "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer,
+                   "lambda_landmarks": lambda_landmarks}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
@@ -213,6 +221,9 @@ class PrivacyGAN(keras.Model):
         if lambda_face > 0 and face_score is None:
             raise ValueError(f"lambda_face={lambda_face} needs a face_score")
         self.face_score, self.lambda_face = face_score, float(lambda_face)
+        if lambda_landmarks > 0 and face_mesh is None:
+            raise ValueError(f"lambda_landmarks={lambda_landmarks} needs a face_mesh")
+        self.face_mesh, self.lambda_landmarks = face_mesh, float(lambda_landmarks)
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, received {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
@@ -222,10 +233,10 @@ class PrivacyGAN(keras.Model):
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
                             "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
-                            "d_acc_original", "d_acc_modified"),
+                            "loss_landmarks", "d_acc_original", "d_acc_modified"),
             "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                      "loss_realism", "loss_critic", "loss_recognizer", "loss_face", "loss_det",
-                      "d_acc_original", "d_acc_modified"),
+                      "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
+                      "loss_landmarks", "loss_det", "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -337,6 +348,8 @@ class PrivacyGAN(keras.Model):
             "recognizer_margin": self.recognizer_margin,
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
+            "lambda_landmarks": self.lambda_landmarks,
+            "face_mesh_weights": self.face_mesh.weights if self.face_mesh else "",
             "warmup_steps": self.warmup_steps,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
                                   for d in self.extra_classifiers],
@@ -365,6 +378,11 @@ class PrivacyGAN(keras.Model):
             from privacy_anon.models.recognizer import FrozenFaceScore
 
             config["face_score"] = FrozenFaceScore(face_weights)
+        mesh_weights = config.pop("face_mesh_weights", "")
+        if config.get("lambda_landmarks"):
+            from privacy_anon.models.recognizer import FrozenFaceMesh
+
+            config["face_mesh"] = FrozenFaceMesh(mesh_weights)
         return cls(**config)
 
     # -- losses -------------------------------------------------------------------------
@@ -553,6 +571,19 @@ class PrivacyGAN(keras.Model):
         s_orig = tf.stop_gradient(fs(geometry.warp_affine(faces, view, size)))
         return tf.nn.relu(tf.minimum(s_orig, 3.0) - s_mod)
 
+    def _landmark_term(self, modified, faces, align):
+        """Per face: how far FaceMesh's 468 points on M(f) moved from f's, through the same
+        jittered view, as a mean distance in inter-ocular distances (D's template puts the
+        eyes 0.367 of its width apart)."""
+        fm = self.face_mesh
+        size = (fm.input_size, fm.input_size)
+        view = fm.view_matrices(self._views(align), self.classifier.input_height,
+                                self.classifier.input_width)
+        p_mod = fm(geometry.warp_affine(modified, view, size))
+        p_orig = tf.stop_gradient(fm(geometry.warp_affine(faces, view, size)))
+        moved = tf.sqrt(tf.reduce_sum(tf.square(p_mod - p_orig), -1) + 1e-12)
+        return tf.reduce_mean(moved, -1) * fm.zoom / _TEMPLATE_IOD
+
     def _warmup_ramp(self):
         """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""
         if not self.warmup_steps:
@@ -601,6 +632,10 @@ class PrivacyGAN(keras.Model):
             if self.lambda_face > 0:
                 face = self._face_term(modified, faces, align)
                 per_face += self.lambda_face * face
+            moved = tf.zeros_like(l1)
+            if self.lambda_landmarks > 0:
+                moved = self._landmark_term(modified, faces, align)
+                per_face += self.lambda_landmarks * moved
             if self.lambda_identity > 0:
                 identity = _mean([self._identity_term(modified, faces, v, d)
                                   for d, v in zip(self.classifiers, views)])
@@ -633,6 +668,7 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
         self.trackers["loss_recognizer"].update_state(tf.reduce_mean(recognized))
         self.trackers["loss_face"].update_state(tf.reduce_mean(face))
+        self.trackers["loss_landmarks"].update_state(tf.reduce_mean(moved))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

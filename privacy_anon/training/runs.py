@@ -398,8 +398,8 @@ def check_recognizer(cfg) -> None:
     """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0,
     and the human-models files that faceres and `train.lambda_face` read are there and
     unaltered (before any work; FaceNet's package is checked when it loads)."""
-    from privacy_anon.models.recognizer import (RECOGNIZERS, face_score_model_path, faceres_model_path,
-                                                recognizer_names)
+    from privacy_anon.models.recognizer import (RECOGNIZERS, face_mesh_model_path, face_score_model_path,
+                                                faceres_model_path, recognizer_names)
 
     t = cfg.train
     if t.lambda_recognizer < 0:
@@ -415,6 +415,10 @@ def check_recognizer(cfg) -> None:
         raise InputError(f"train.lambda_face must be >= 0, received {t.lambda_face}")
     if t.lambda_face > 0:
         face_score_model_path(t.recognizer_weights)
+    if t.lambda_landmarks < 0:
+        raise InputError(f"train.lambda_landmarks must be >= 0, received {t.lambda_landmarks}")
+    if t.lambda_landmarks > 0:
+        face_mesh_model_path(t.recognizer_weights)
 
 
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
@@ -556,6 +560,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             from privacy_anon.models.recognizer import FrozenFaceScore
 
             face_score = FrozenFaceScore(t.recognizer_weights)
+        face_mesh = None
+        if t.lambda_landmarks > 0 and stage in ("adversarial", "joint"):
+            from privacy_anon.models.recognizer import FrozenFaceMesh
+
+            face_mesh = FrozenFaceMesh(t.recognizer_weights)
         for k in range(2, adversaries + 1):  # D_k's own optimizer ("d2_optimizer", ...)
             opts[f"d{k}"], rates[f"d{k}"] = _adam(rates["d"], cfg), rates["d"]
         gan = PrivacyGAN(modifier, classifier, detector, stage=stage, lambda_l1=t.lambda_l1,
@@ -570,7 +579,9 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          recognizer=recognizer,
                          lambda_recognizer=t.lambda_recognizer if recognizer else 0.0,
                          recognizer_margin=t.recognizer_margin, warmup_steps=t.warmup_steps,
-                         face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0)
+                         face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
+                         face_mesh=face_mesh,
+                         lambda_landmarks=t.lambda_landmarks if face_mesh else 0.0)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
