@@ -340,6 +340,17 @@ def test_blazeface_scores_faces_above_blurred_and_masked_ones(face_score, photos
     assert np.mean(real > pix) > 0.9 and np.mean(real > mask) > 0.95
 
 
+def _random_m_gets_a_gradient(m, term, x, align):
+    """M's head drawn at random: the term is positive and its gradient reaches M's weights."""
+    rng = np.random.default_rng(0)
+    for weight in m.head.weights:
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(term(m(x, training=True), x, align))
+    grads = tape.gradient(loss, m.trainable_variables)
+    assert float(loss) > 0 and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+
+
 def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_score, photos):
     from privacy_anon.models.face_classifier import build_classifier
     from privacy_anon.models.modifier import build_modifier
@@ -359,13 +370,7 @@ def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_s
     term = gan._face_term(x * (1 - box) - box, x, align).numpy()
     assert np.median(term) > 1.0 and np.all(term >= 0)
     # an M that paints over the faces gets a gradient back toward a face
-    rng = np.random.default_rng(0)
-    for weight in m.head.weights:
-        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(gan._face_term(m(x, training=True), x, align))
-    grads = tape.gradient(loss, m.trainable_variables)
-    assert float(loss) > 0 and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    _random_m_gets_a_gradient(m, gan._face_term, x, align)
     with pytest.raises(ValueError, match="needs a face_score"):
         PrivacyGAN(m, gan.classifier, lambda_face=1.0)
     config = gan.get_config()
@@ -439,13 +444,7 @@ def test_the_landmark_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(fa
     term = gan._landmark_term(tf.roll(x, 4, axis=2), x, align).numpy()
     assert 0.04 < np.median(term) < 0.3, term
     # a random M moves the points; its gradient reaches M
-    rng = np.random.default_rng(0)
-    for weight in m.head.weights:
-        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
-    with tf.GradientTape() as tape:
-        loss = tf.reduce_mean(gan._landmark_term(m(x, training=True), x, align))
-    grads = tape.gradient(loss, m.trainable_variables)
-    assert float(loss) > 0 and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    _random_m_gets_a_gradient(m, gan._landmark_term, x, align)
     with pytest.raises(ValueError, match="needs a face_mesh"):
         PrivacyGAN(m, gan.classifier, lambda_landmarks=1.0)
     config = gan.get_config()

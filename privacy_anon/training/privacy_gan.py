@@ -563,26 +563,25 @@ class PrivacyGAN(keras.Model):
         """Per-face hinge on the face detector's logit of M(f) falling below f's, through the
         same jittered view for both. f's logit is capped at 3 (a sure face; BlazeFace gives
         celeba-mini's faces about 2.5), so M need not keep a logit higher than that."""
-        fs = self.face_score
-        size = (fs.input_size, fs.input_size)
-        view = fs.view_matrices(self._views(align), self.classifier.input_height,
-                                self.classifier.input_width)
-        s_mod = fs(geometry.warp_affine(modified, view, size))
-        s_orig = tf.stop_gradient(fs(geometry.warp_affine(faces, view, size)))
+        s_mod, s_orig = self._one_view(self.face_score, modified, faces, align)
         return tf.nn.relu(tf.minimum(s_orig, 3.0) - s_mod)
 
     def _landmark_term(self, modified, faces, align):
         """Per face: how far FaceMesh's 468 points on M(f) moved from f's, through the same
         jittered view, as a mean distance in inter-ocular distances (D's template puts the
         eyes 0.367 of its width apart)."""
-        fm = self.face_mesh
-        size = (fm.input_size, fm.input_size)
-        view = fm.view_matrices(self._views(align), self.classifier.input_height,
-                                self.classifier.input_width)
-        p_mod = fm(geometry.warp_affine(modified, view, size))
-        p_orig = tf.stop_gradient(fm(geometry.warp_affine(faces, view, size)))
+        p_mod, p_orig = self._one_view(self.face_mesh, modified, faces, align)
         moved = tf.sqrt(tf.reduce_sum(tf.square(p_mod - p_orig), -1) + 1e-12)
-        return tf.reduce_mean(moved, -1) * fm.zoom / _TEMPLATE_IOD
+        return tf.reduce_mean(moved, -1) * self.face_mesh.zoom / _TEMPLATE_IOD
+
+    def _one_view(self, net, modified, faces, align):
+        """A frozen net's outputs on M(f) and on f (no gradient) through one jittered view
+        drawn for both, so only M's edit differs between them."""
+        size = (net.input_size, net.input_size)
+        view = net.view_matrices(self._views(align), self.classifier.input_height,
+                                 self.classifier.input_width)
+        return (net(geometry.warp_affine(modified, view, size)),
+                tf.stop_gradient(net(geometry.warp_affine(faces, view, size))))
 
     def _warmup_ramp(self):
         """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""
