@@ -377,15 +377,19 @@ def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_s
     assert config["lambda_face"] == 1.0 and config["face_score_weights"] == str(face_score.weights)
 
 
-def test_a_face_term_without_blazefaces_weights_is_refused(tmp_path, faceres_dir):
-    _train_refuses(tmp_path, "train: {lambda_face: 1.0}\n", "train.lambda_face")
-    _train_refuses(tmp_path, "train: {lambda_face: -1.0}\n", "train.lambda_face must be >= 0")
+@pytest.mark.parametrize("weight, model", [("lambda_face", "blazeface-front.json"),
+                                           ("lambda_landmarks", "facemesh.json")])
+def test_a_guard_term_without_its_weights_is_refused(tmp_path, faceres_dir, weight, model):
+    """The face (BlazeFace) and landmark (FaceMesh) terms: no folder, a negative weight, or a
+    folder with faceres alone: one line naming the problem, exit 2, before any work."""
+    _train_refuses(tmp_path, f"train: {{{weight}: 1.0}}\n", f"train.{weight}")
+    _train_refuses(tmp_path, f"train: {{{weight}: -1.0}}\n", f"train.{weight} must be >= 0")
     only_faceres = tmp_path / "only-faceres"
     only_faceres.mkdir()
     for name in ("faceres.json", "faceres.bin"):
         shutil.copy(faceres_dir / name, only_faceres)
-    _train_refuses(tmp_path, f"train: {{lambda_face: 1.0, recognizer_weights: {only_faceres}}}\n",
-                   "blazeface-front.json: missing")
+    _train_refuses(tmp_path, f"train: {{{weight}: 1.0, recognizer_weights: {only_faceres}}}\n",
+                   f"{model}: missing")
 
 
 @pytest.fixture(scope="module")
@@ -449,14 +453,3 @@ def test_the_landmark_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(fa
         PrivacyGAN(m, gan.classifier, lambda_landmarks=1.0)
     config = gan.get_config()
     assert config["lambda_landmarks"] == 1.0 and config["face_mesh_weights"] == str(face_mesh.weights)
-
-
-def test_a_landmark_term_without_facemeshs_weights_is_refused(tmp_path, faceres_dir):
-    _train_refuses(tmp_path, "train: {lambda_landmarks: 1.0}\n", "train.lambda_landmarks")
-    _train_refuses(tmp_path, "train: {lambda_landmarks: -1.0}\n", "train.lambda_landmarks must be >= 0")
-    no_mesh = tmp_path / "no-mesh"
-    no_mesh.mkdir()
-    for name in ("faceres.json", "faceres.bin"):
-        shutil.copy(faceres_dir / name, no_mesh)
-    _train_refuses(tmp_path, f"train: {{lambda_landmarks: 1.0, recognizer_weights: {no_mesh}}}\n",
-                   "facemesh.json: missing")
