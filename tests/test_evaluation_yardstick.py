@@ -287,7 +287,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, photo_set, tmp_path, case,
         extra = ["--identities", tmp_path / "ids.txt", "--recognizer", "d"]
     elif case == "faceres-folder-empty":
         (tmp_path / "faceres").mkdir()
-        extra = ["--faceres", tmp_path / "faceres"]
+        extra = ["--recognizer-weights", tmp_path / "faceres"]  # train's name for --faceres
     code, io = _evaluate(capsys, photo_set, tmp_path, *extra, methods=methods)
     assert code == 2
     lines = io.err.strip().splitlines()
