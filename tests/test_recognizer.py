@@ -263,7 +263,7 @@ def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_p
     """`mobile` trains against faceres and BlazeFace, whose weights are the user's files: a
     run without them stops at once and says how to get them, or how to do without."""
     _train_refuses(tmp_path, "{}\n", "train --recognizer-weights DIR", preset="mobile")
-    _train_refuses(tmp_path, "{}\n", "recognizer: facenet, lambda_recognizer: 2, lambda_face: 0",
+    _train_refuses(tmp_path, "{}\n", "lambda_face: 0, lambda_landmarks: 0",
                    preset="mobile")
     (tmp_path / "empty").mkdir()
     _train_refuses(tmp_path, "{}\n", f"{tmp_path / 'empty' / 'faceres.json'}: missing",

