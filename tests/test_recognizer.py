@@ -260,8 +260,8 @@ def _train_refuses(tmp_path, config: str, expected: str, preset="tiny", flags=()
 
 
 def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_path):
-    """`mobile` trains against faceres and BlazeFace, whose weights are the user's files: a
-    run without them stops at once and says how to get them, or how to do without."""
+    """`mobile` trains against faceres, BlazeFace and FaceMesh, whose weights are the user's
+    files: a run without them stops at once and says how to get them, or how to do without."""
     _train_refuses(tmp_path, "{}\n", "train --recognizer-weights DIR", preset="mobile")
     _train_refuses(tmp_path, "{}\n", "lambda_face: 0, lambda_landmarks: 0",
                    preset="mobile")

@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CELEBA = ROOT.parent / "shared" / "data" / "celeba-mini"
 PEOPLE = 30
 # `mobile` as it ships (FaceNet and faceres at 10, the face term at 5, FaceMesh at 10, a
-# brightness-only residual, 3x3 outer convs, pixel blocks, the warm-up), shortened: D barely matters to M now (its terms are 0 in `mobile`), so
-# it gets 100 steps; M gets 120 steps of 16 faces, the image terms ramping up over its first 40
-# (the full run: 100 of 300)
+# brightness-only residual, 3x3 outer convs, pixel blocks, the warm-up), shortened: D barely
+# matters to M now (its terms are 0 in `mobile`), so it gets 100 steps; M gets 120 steps of 16
+# faces, the image terms ramping up over its first 40 (the full run: 100 of 300)
 SMALL = """\
 data: {holdout_identities: 0.34}
 train: {classifier_steps: 100, steps_per_epoch: 120, checkpoint_every: 40, face_batch_size: 16,
