@@ -349,6 +349,10 @@ def _add_export(sub):
                    help="face-detector score threshold recorded for the runtime (default 0.6)")
     p.add_argument("--dynamic-batch", action="store_true",
                    help="dynamic batch (crops batched per call) instead of batch 1 (faster per crop on CPU)")
+    p.add_argument("--no-bias-correction", dest="bias_correction", action="store_false",
+                   help="int8: keep the first conversion even when it is brighter or darker on average "
+                        "than Keras (by default that mean error is taken off M's last bias and M "
+                        "converted again)")
 
 
 def _run_export(args) -> int:
@@ -365,7 +369,7 @@ def _run_export(args) -> int:
                                min_psnr=args.min_psnr, enlarge=args.enlarge,
                                detector_threshold=args.threshold,
                                batch=None if args.dynamic_batch else 1, verbose=False,
-                               min_change=args.min_change)
+                               min_change=args.min_change, bias_correction=args.bias_correction)
     print(report.summary())
     print(f"op types: {', '.join(report.op_types)}")
     print(f"wrote {report.path}")

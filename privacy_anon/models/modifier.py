@@ -280,10 +280,16 @@ class FaceModifier(keras.Model):
         self.call(ops.zeros((1, self.input_size, self.input_size, 3)))
         self.built = True
 
-    def call(self, x):
+    def head_logits(self, x):
+        """The head conv's output, before the tanh (and before `head_blocks` re-packs it)."""
         y = x
-        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head,
-                      *self.head_blocks):
+        for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head):
+            y = layer(y)
+        return y
+
+    def call(self, x):
+        y = self.head_logits(x)
+        for layer in self.head_blocks:
             y = layer(y)
         y = ops.tanh(y)
         if self.output_mode != "tanh":  # (B, H, W, 1) in "luma" mode: broadcast over R, G, B

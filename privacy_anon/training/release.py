@@ -41,6 +41,7 @@ def release(cfg, out: Path, modifier, faces) -> dict:
                             f"`privacy-anon export {out} --representative FACES --out BUNDLE "
                             "--min-change 0`", exc.reason) from None
     result = {"bundle": {"path": str(report.path), "psnr_vs_keras": round(report.psnr, 2),
+                         "mean_error_vs_keras": round(report.mean_error, 3),
                          "ssim_vs_keras": round(report.ssim, 4),
                          "modifier_bytes": report.modifier_bytes}}
     held = out / "heldout_identities.txt"
