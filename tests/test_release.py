@@ -105,11 +105,12 @@ def test_strangers_are_harder_to_reidentify_and_still_faces(run):
             f"{where}; faceres {m['faceres_reid_accuracy']:.3f} against {none['faceres_reid_accuracy']:.3f}"
         # ... while a detector it never trained against still finds a face far more often
         # than after blur8 (seen 97.5-99.4% against 4.4%), the box keeps its structure (SSIM
-        # 0.587-0.655 against blur8's 0.37) and M paints no strong colour (seen -1.9 to -3.0;
-        # the full run -2.6 to -3.5; the recipe before FaceNet +13 to +18)
+        # 0.587-0.655 against blur8's 0.37) and the box's saturation moves little (seen -1.9
+        # to -3.0, -2.7 and -2.9 for LL2, LL3 with the int8 bias corrected; blur8 -9.9, the
+        # recipe before FaceNet +13 to +18)
         assert m["face_found"] >= y["blur8"]["face_found"] + 0.35, where
         assert m["ssim"] >= 0.55, where
-        assert abs(m["saturation_added"]) <= 12, where
+        assert abs(m["saturation_added"]) <= 5, where
         # a brightness-only residual paints no colour per pixel either (seen 0.68-0.92 of 255;
         # the RGB residual before it 7.3, blur8 ~6)
         assert m["chroma_shift"] <= 3, f"{where}; chroma {m['chroma_shift']:.2f}"
