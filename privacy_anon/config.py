@@ -162,6 +162,7 @@ class TrainConfig:
     lambda_identity: float = 0.0  # hinge on cos(D-embedding of M(f), of f): strangers too
     identity_margin: float = 0.0  # ... no push once the cosine is at or below this
     lambda_color: float = 0.0  # chroma (YCbCr Cb, Cr) of M(f) kept: no colour patterns
+    lambda_saturation: float = 0.0  # |mean HSV saturation of M(f) - of f|: the colour statistic kept
     lambda_lowpass: float = 0.0  # M(f) - f averaged over 1/16-side cells kept near 0: light, pose
     lambda_realism: float = 0.0  # a PatchGAN critic R (models/realism.py) must take M(f) for real
     critic_filters: int = 16
@@ -184,6 +185,9 @@ class TrainConfig:
     recognizer_weights: str = ""
     lambda_recognizer: float = 0.0
     recognizer_margin: float = 0.0  # ... no push once the cosine is at or below this
+    # several recognizers: 0 = the mean of their hinges, > 0 = a soft maximum at this
+    # temperature (each face's push goes to the recognizer that still knows it)
+    recognizer_temperature: float = 0.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)

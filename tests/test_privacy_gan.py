@@ -200,3 +200,16 @@ def test_warmup_ramps_the_image_terms_over_ms_first_steps():
     assert ramps == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert PrivacyGAN(m, d)._warmup_ramp() == 1.0  # the paper: no warm-up
     assert gan.get_config()["warmup_steps"] == 4
+
+
+def test_saturation_term_sees_a_brightened_face_and_not_a_moved_one(parts):
+    gan, x, _ = parts
+    # brightening all of R, G and B alike (what a luma-only M can do) lowers S = (max-min)/max
+    brighter = gan._saturation_term(x + 0.3, x).numpy()
+    assert brighter.min() > 0.02
+    # the same pixels in another order keep the statistic: the term is about colour, not shape
+    np.testing.assert_allclose(gan._saturation_term(tf.reverse(x, [2]), x).numpy(), 0.0, atol=1e-6)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(gan._saturation_term(gan.modifier(x, training=True) + 0.3, x))
+    grads = tape.gradient(loss, gan.modifier.trainable_variables)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0

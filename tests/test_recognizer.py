@@ -120,6 +120,15 @@ def test_an_ensemble_term_is_the_mean_over_recognizers_and_reaches_m(recognizer,
                         recognizer_margin=0.2)._recognizer_term(other, x, align).numpy() for r in both]
     np.testing.assert_allclose(gan._recognizer_term(other, x, align).numpy(),
                                (alone[0] + alone[1]) / 2, atol=1e-4)
+    # a soft maximum: between the mean and the larger hinge, and the same as the mean when
+    # the two agree (the identity M)
+    soft = PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, lambda_recognizer=1.0,
+                      recognizer_margin=0.2, recognizer_temperature=0.05)
+    pooled = soft._recognizer_term(other, x, align).numpy()
+    assert np.all(pooled >= (alone[0] + alone[1]) / 2 - 1e-5)
+    assert np.all(pooled <= np.maximum(alone[0], alone[1]) + 1e-5)
+    assert np.all(pooled >= np.maximum(alone[0], alone[1]) - 0.05 * np.log(2) - 1e-5)
+    np.testing.assert_allclose(soft._recognizer_term(gan.modifier(x), x, align).numpy(), 0.8, atol=1e-3)
     jittered = PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, lambda_recognizer=1.0,
                           view_jitter=0.05)
     with tf.GradientTape() as tape:

@@ -33,6 +33,8 @@ batch size, so gradients add up to the mean over the global batch.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import tensorflow as tf
 
@@ -140,6 +142,14 @@ class PrivacyGAN(keras.Model):
             from the training photos. 0 in the paper.
         recognizer_margin: no push once that cosine is at or below this (0: as unrelated as
             two strangers' faces).
+        recognizer_temperature: with several recognizers, 0 takes the mean of their hinges;
+            > 0 a soft maximum at this temperature (tau log mean exp(h / tau)), so each face's
+            push goes mostly to the recognizer that still knows it: under the mean the one
+            easiest to fool soaked up M's edit ("Thirteenth pass"). Equal hinges give the
+            same value either way. 0 in the paper (no recognizer).
+        lambda_saturation: weight of |mean HSV saturation of M(f) - of f| per face: the
+            colour statistic the yardstick reports, which a brightness-only edit moves and
+            the YCbCr chroma term does not see. 0 in the paper.
         warmup_steps: M's image terms (L1, outside, colour, low-pass, realism) grow linearly
             from 0 to their weights over M's first this many steps. M starts as the identity,
             where their pull is constant and the privacy terms' gradient is weak: measured,
@@ -162,6 +172,7 @@ class PrivacyGAN(keras.Model):
                  extra_classifiers=(), realism_focus: bool = False, recognizer=None,
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
+                 recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -178,7 +189,9 @@ class PrivacyGAN(keras.Model):
                    "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
                    "lambda_realism": lambda_realism, "view_jitter": view_jitter,
                    "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer,
-                   "lambda_landmarks": lambda_landmarks}
+                   "lambda_landmarks": lambda_landmarks,
+                   "recognizer_temperature": recognizer_temperature,
+                   "lambda_saturation": lambda_saturation}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
@@ -218,6 +231,8 @@ class PrivacyGAN(keras.Model):
                             list(recognizer) if isinstance(recognizer, (list, tuple)) else [recognizer])
         self.lambda_recognizer = float(lambda_recognizer)
         self.recognizer_margin = float(recognizer_margin)
+        self.recognizer_temperature = float(recognizer_temperature)
+        self.lambda_saturation = float(lambda_saturation)
         if lambda_face > 0 and face_score is None:
             raise ValueError(f"lambda_face={lambda_face} needs a face_score")
         self.face_score, self.lambda_face = face_score, float(lambda_face)
@@ -346,6 +361,8 @@ class PrivacyGAN(keras.Model):
             "recognizer_weights": self.recognizers[-1].weights if self.recognizers else "",
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
+            "recognizer_temperature": self.recognizer_temperature,
+            "lambda_saturation": self.lambda_saturation,
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
             "lambda_landmarks": self.lambda_landmarks,
@@ -557,6 +574,10 @@ class PrivacyGAN(keras.Model):
             e_orig = tf.stop_gradient(
                 rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
             terms.append(tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin))
+        if self.recognizer_temperature > 0 and len(terms) > 1:
+            tau = self.recognizer_temperature
+            return tau * (tf.reduce_logsumexp(tf.stack(terms) / tau, 0)
+                          - math.log(len(terms)))
         return _mean(terms)
 
     def _face_term(self, modified, faces, align):
@@ -603,6 +624,17 @@ class PrivacyGAN(keras.Model):
         low = tf.nn.avg_pool2d(modified - faces, pool, pool, "VALID")
         return chroma_l1, tf.reduce_mean(tf.abs(low), axis=[1, 2, 3])
 
+    @staticmethod
+    def _saturation_term(modified, faces):
+        """|mean HSV saturation of M(f) - of f| per face, S = (max - min) / max of RGB in
+        [0, 1] (faces come in [-1, 1]; M(f) is clipped as the export will)."""
+        def saturation(x):
+            x = (tf.clip_by_value(x, -1.0, 1.0) + 1.0) / 2.0
+            top = tf.reduce_max(x, -1)
+            return tf.math.divide_no_nan(top - tf.reduce_min(x, -1), top)
+
+        return tf.abs(tf.reduce_mean(saturation(modified) - saturation(faces), axis=[1, 2]))
+
     def _m_step(self, faces, labels, align, frames_data=None):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
         optional identity and colour terms (0 by default: Algorithm 1 exactly). With several
@@ -642,6 +674,8 @@ class PrivacyGAN(keras.Model):
             if self.lambda_color > 0 or self.lambda_lowpass > 0:
                 color, lowpass = self._color_terms(modified, faces)
                 per_face += ramp * (self.lambda_color * color + self.lambda_lowpass * lowpass)
+            if self.lambda_saturation > 0:
+                per_face += ramp * self.lambda_saturation * self._saturation_term(modified, faces)
             realism = tf.zeros_like(l1)
             if self.lambda_realism > 0:
                 # non-saturating: M wants R to call its patches real
