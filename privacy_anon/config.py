@@ -23,7 +23,7 @@ from privacy_anon.errors import ConfigError
 # Settings that take one of a few names (checked when a config file sets them, so the error
 # names the file; models/modifier.py takes its choices from here).
 CHOICES = {
-    "modifier.output_mode": ("tanh", "residual", "luma"),
+    "modifier.output_mode": ("tanh", "residual", "luma", "gain"),
     "modifier.upsample": ("transpose", "resize"),
 }
 
@@ -39,8 +39,10 @@ class ModifierConfig:
     # "residual": the output is clip(x + amplitude * tanh(g(x))), which keeps int8 error small.
     # "luma": the same, with one residual channel added to R, G and B alike: M edits brightness
     # only, so the face keeps its own colours (no colour patterns) by construction.
+    # "gain": R, G and B multiplied alike by 1 + amplitude * tanh(g(x)) (a change of light):
+    # hue and HSV saturation are kept too, which "luma"'s brightening lowers.
     output_mode: str = "tanh"
-    residual_amplitude: float = 1.0  # in [-1, 1] pixel units, for "residual" and "luma"
+    residual_amplitude: float = 1.0  # in [-1, 1] pixel units, for "residual" and "luma"; "gain": relative
     # "transpose": 3x3 stride-2 transposed convs (the paper); "resize": nearest 2x + 3x3 conv,
     # which leaves no checkerboard of stripes (models/modifier.py)
     upsample: str = "transpose"

@@ -312,7 +312,7 @@ def head_errors(modifier, output: np.ndarray, reference: np.ndarray) -> np.ndarr
     M's head conv: a luma head's one channel sees R, G and B; a pixel-shuffle head's 4C
     channels each see one position of the 2x2 block (TFLite DEPTH_TO_SPACE's order)."""
     err = output.astype(np.float64) - reference.astype(np.float64)
-    if modifier.output_mode == "luma":
+    if modifier.output_mode in ("luma", "gain"):
         err = err.mean(axis=-1, keepdims=True)
     if modifier.pixel_shuffle:
         n, h, w, c = err.shape
@@ -332,6 +332,8 @@ def bias_shifted(modifier, errors: np.ndarray, crops: np.ndarray, batch_size: in
         z = np.asarray(modifier.head_logits(x[i:i + batch_size]), dtype=np.float64)
         slope += (1.0 - np.tanh(z) ** 2).sum(axis=(0, 1, 2))
     amplitude = 1.0 if modifier.output_mode == "tanh" else modifier.residual_amplitude
+    if modifier.output_mode == "gain":  # the logit scales x + 1: its mean is near enough
+        amplitude *= float((x + 1.0).mean())
     slope *= 127.5 * amplitude / (len(x) * z.shape[1] * z.shape[2])
     copy = FaceModifier.from_config(modifier.get_config())
     copy.build()

@@ -210,8 +210,12 @@ class FaceModifier(keras.Model):
             (output = clip(x + amplitude * tanh(g(x)), -1, 1), which keeps int8 error small)
             or "luma" (the same with g(x) one channel added to R, G and B alike: M changes
             brightness only, so no colour appears that the face did not have; YCbCr's
-            chroma of x + d(1, 1, 1) is x's, up to clipping).
-        residual_amplitude: how far, in [-1, 1] pixel units, "residual" may move a pixel.
+            chroma of x + d(1, 1, 1) is x's, up to clipping) or "gain" (R, G and B
+            multiplied alike by 1 + amplitude * tanh(g(x)) in [0, 1] units, like light falling
+            differently on the face: HSV hue and saturation are x's, up to clipping, where
+            "luma"'s brightening lowers saturation).
+        residual_amplitude: how far, in [-1, 1] pixel units, "residual" may move a pixel
+            ("gain": the largest relative change of brightness).
         upsample: "transpose" (3x3 stride-2 transposed convs, the paper) or "resize"
             (nearest 2x + 3x3 conv: no checkerboard stripes), see `_up_block`.
         outer_kernel: side of the first and last conv (the paper: 7; odd).
@@ -269,7 +273,7 @@ class FaceModifier(keras.Model):
         self.head_pad = ReflectionPad2D(k // 2, name="head_pad")
         # In "residual" and "luma" mode a zero head makes M start as the identity, so training
         # starts from the face itself instead of from noise the L1 term must first undo.
-        channels = 1 if output_mode == "luma" else 3
+        channels = 1 if output_mode in ("luma", "gain") else 3
         self.head = layers.Conv2D(4 * channels if self.pixel_shuffle else channels, k,
                                   kernel_initializer=init,
                                   name="head_conv")
@@ -292,7 +296,9 @@ class FaceModifier(keras.Model):
         for layer in self.head_blocks:
             y = layer(y)
         y = ops.tanh(y)
-        if self.output_mode != "tanh":  # (B, H, W, 1) in "luma" mode: broadcast over R, G, B
+        if self.output_mode == "gain":  # (x + 1) / 2 times 1 + a y, back in [-1, 1]
+            y = ops.clip(x + self.residual_amplitude * y * (x + 1.0), -1.0, 1.0)
+        elif self.output_mode != "tanh":  # (B, H, W, 1) in "luma" mode: broadcast over R, G, B
             y = ops.clip(x + self.residual_amplitude * y, -1.0, 1.0)
         return y
 
