@@ -140,6 +140,38 @@ def test_luma_m_exports_integer_only_and_keeps_colours_through_litert(tmp_path):
     assert shifts["luma"][1] < 3, shifts  # int8 rounding and clipping at 0 and 255 only
 
 
+def test_gain_m_exports_integer_only_and_keeps_saturation_through_litert(tmp_path):
+    """`output_mode: gain` (R, G and B multiplied alike) exports to int8, and the runtime's
+    faces keep their HSV saturation, which a luma M's change of brightness moves."""
+    import cv2
+
+    from privacy_anon.export import export_bundle
+    from privacy_anon.export.tflite import representative_crops
+    from privacy_anon.runtime import load_bundle
+
+    crops = representative_crops(face_crops(), 64)
+    hsv = lambda x: np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2HSV) for c in x]).astype(float)
+    shifts = {}
+    for mode in ("gain", "luma"):
+        out = tmp_path / mode
+        report = export_bundle(tiny_modifier(pixel_shuffle=True, output_mode=mode), out,
+                               quantize="int8", representative=face_crops(), min_psnr=25,
+                               verbose=False)
+        ops = tensor_dtypes_per_op(out / "modifier.tflite")
+        assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
+        assert report.psnr >= 30
+        got = load_bundle(out).modifier(num_threads=2).run(crops)
+        d = hsv(got) - hsv(crops)
+        # where no channel reaches 255 and the pixel is not near black (S = (max - min) / max
+        # of uint8 values is coarse there), only int8 rounding can move the saturation
+        fair = (got.max(-1) < 255) & (np.minimum(got.max(-1), crops.max(-1)) > 40)
+        shifts[mode] = (np.abs(d[..., 2]).mean(), np.abs(d[..., 1]).mean(), np.abs(d[..., 1])[fair].mean())
+    print("brightness / saturation change, everywhere and where fair (0-255):", shifts)
+    assert shifts["gain"][0] > 2.0  # it changes the faces
+    assert shifts["gain"][1] < 0.3 * shifts["luma"][1] * shifts["gain"][0] / shifts["luma"][0], shifts
+    assert shifts["gain"][2] < 3 < shifts["luma"][2], shifts  # measured: 1.5 and 21
+
+
 def test_bias_shifted_copy_moves_each_head_channel_and_leaves_m_alone():
     """The corrected copy's Keras output moves by minus the given error at the pixels each
     head channel owns (a 2x2 block position of the pixel-shuffle head, R, G and B alike)."""

@@ -159,6 +159,30 @@ def test_luma_modifier_changes_brightness_only_and_round_trips(tmp_path, pixel_s
     assert m2.get_config()["output_mode"] == "luma"
 
 
+@pytest.mark.parametrize("pixel_shuffle", [False, True])
+def test_gain_modifier_keeps_hue_and_saturation_and_round_trips(tmp_path, pixel_shuffle):
+    """`output_mode: gain` multiplies R, G and B (in [0, 1]) by one factor per pixel: the
+    ratios between channels, hence HSV hue and saturation, are the face's own."""
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="gain",
+                     outer_kernel=3, pixel_shuffle=pixel_shuffle)
+    m.build()
+    x = np.random.default_rng(0).uniform(-0.8, 0.8, (2, 32, 32, 3)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(m(x)), x, atol=1e-6)  # zero head: the identity
+    assert m.head.kernel.shape[-1] == (4 if pixel_shuffle else 1)
+    m.head.kernel.assign(np.random.default_rng(1).normal(0, 0.05, m.head.kernel.shape))
+    y = np.asarray(m(x))
+    inside = (np.abs(y) < 1).all(-1)  # not clipped
+    assert np.abs(y - x).mean() > 0.01 and inside.mean() > 0.5
+    gain = (y + 1) / (x + 1)
+    assert np.abs(gain[inside][:, 0] - 1).mean() > 0.02  # a real change of light
+    np.testing.assert_allclose(gain[inside][:, 0], gain[inside][:, 1], rtol=1e-4)
+    np.testing.assert_allclose(gain[inside][:, 0], gain[inside][:, 2], rtol=1e-4)
+    m.save(tmp_path / "m.keras")
+    m2 = keras.saving.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(np.asarray(m2(x)), y, atol=1e-6)
+    assert m2.get_config()["output_mode"] == "gain"
+
+
 def test_outer_kernel_sets_the_first_and_last_conv_and_round_trips(tmp_path):
     for bad in (4, 0, 2.5):
         with pytest.raises(ValueError, match="outer_kernel"):
