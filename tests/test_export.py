@@ -110,19 +110,14 @@ def test_pixel_shuffle_exports_integer_only_and_faithful(tmp_path):
     assert report.psnr >= 30
 
 
-def test_luma_m_exports_integer_only_and_keeps_colours_through_litert(tmp_path):
-    """`output_mode: luma` (one residual channel added to R, G and B) exports to int8 like a
-    residual M, and the runtime's faces keep their colours: the change in YCbCr's chroma is a
-    small part of the residual M's, for a change in brightness at least as large."""
-    import cv2
-
+def exported_outputs(tmp_path, modes, crops):
+    """{mode: the int8 bundle's faces through LiteRT} for tiny pixel-shuffle Ms of each
+    output mode, each checked integer-only and within 30 dB of its Keras M."""
     from privacy_anon.export import export_bundle
-    from privacy_anon.export.tflite import representative_crops
     from privacy_anon.runtime import load_bundle
 
-    crops = representative_crops(face_crops(), 64)
-    shifts = {}
-    for mode in ("luma", "residual"):
+    outputs = {}
+    for mode in modes:
         out = tmp_path / mode
         report = export_bundle(tiny_modifier(pixel_shuffle=True, output_mode=mode), out,
                                quantize="int8", representative=face_crops(), min_psnr=25,
@@ -130,7 +125,21 @@ def test_luma_m_exports_integer_only_and_keeps_colours_through_litert(tmp_path):
         ops = tensor_dtypes_per_op(out / "modifier.tflite")
         assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
         assert report.psnr >= 30
-        got = load_bundle(out).modifier(num_threads=2).run(crops)
+        outputs[mode] = load_bundle(out).modifier(num_threads=2).run(crops)
+    return outputs
+
+
+def test_luma_m_exports_integer_only_and_keeps_colours_through_litert(tmp_path):
+    """`output_mode: luma` (one residual channel added to R, G and B) exports to int8 like a
+    residual M, and the runtime's faces keep their colours: the change in YCbCr's chroma is a
+    small part of the residual M's, for a change in brightness at least as large."""
+    import cv2
+
+    from privacy_anon.export.tflite import representative_crops
+
+    crops = representative_crops(face_crops(), 64)
+    shifts = {}
+    for mode, got in exported_outputs(tmp_path, ("luma", "residual"), crops).items():
         ycc = lambda x: np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2YCrCb) for c in x]).astype(float)
         d = ycc(got) - ycc(crops)
         shifts[mode] = (np.abs(d[..., 0]).mean(), np.sqrt((d[..., 1:] ** 2).sum(-1)).mean())
@@ -145,22 +154,12 @@ def test_gain_m_exports_integer_only_and_keeps_saturation_through_litert(tmp_pat
     faces keep their HSV saturation, which a luma M's change of brightness moves."""
     import cv2
 
-    from privacy_anon.export import export_bundle
     from privacy_anon.export.tflite import representative_crops
-    from privacy_anon.runtime import load_bundle
 
     crops = representative_crops(face_crops(), 64)
     hsv = lambda x: np.stack([cv2.cvtColor(c, cv2.COLOR_RGB2HSV) for c in x]).astype(float)
     shifts = {}
-    for mode in ("gain", "luma"):
-        out = tmp_path / mode
-        report = export_bundle(tiny_modifier(pixel_shuffle=True, output_mode=mode), out,
-                               quantize="int8", representative=face_crops(), min_psnr=25,
-                               verbose=False)
-        ops = tensor_dtypes_per_op(out / "modifier.tflite")
-        assert all(dtypes <= {"int8", "uint8", "int32"} for _, dtypes in ops), ops
-        assert report.psnr >= 30
-        got = load_bundle(out).modifier(num_threads=2).run(crops)
+    for mode, got in exported_outputs(tmp_path, ("gain", "luma"), crops).items():
         d = hsv(got) - hsv(crops)
         # where no channel reaches 255 and the pixel is not near black (S = (max - min) / max
         # of uint8 values is coarse there), only int8 rounding can move the saturation
