@@ -271,8 +271,8 @@ class FaceModifier(keras.Model):
             self.up = [*_up_block(2 * f, "up1", upsample), *_up_block(f, "up2", upsample)]
         self.blocks = [ResidualBlock(4 * f, name=f"res{i + 1}") for i in range(self.num_blocks)]
         self.head_pad = ReflectionPad2D(k // 2, name="head_pad")
-        # In "residual", "luma" and "gain" mode a zero head makes M start as the identity, so training
-        # starts from the face itself instead of from noise the L1 term must first undo.
+        # In "residual", "luma" and "gain" mode a zero head makes M start as the identity, so
+        # training starts from the face itself instead of from noise the L1 term must first undo.
         channels = 1 if output_mode in ("luma", "gain") else 3
         self.head = layers.Conv2D(4 * channels if self.pixel_shuffle else channels, k,
                                   kernel_initializer=init,
