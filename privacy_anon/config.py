@@ -191,6 +191,9 @@ class TrainConfig:
     # several recognizers: 0 = the mean of their hinges, > 0 = a soft maximum at this
     # temperature (each face's push goes to the recognizer that still knows it)
     recognizer_temperature: float = 0.0
+    # the recognizers judge f + this x (M(f) - f), the other terms M(f): < 1 asks M for an
+    # edit whose first part already moves identity, so the push is measured near the photo
+    recognizer_edit_scale: float = 1.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)

@@ -238,6 +238,18 @@ def test_the_recognizer_term_is_a_hinge_on_cosine_and_its_gradient_reaches_m(rec
     assert 0.5 < float(loss) < 0.99
     grads = tape.gradient(loss, gan.modifier.trainable_variables)
     assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    # recognizer_edit_scale s: the hinge judges f + s (M(f) - f), here half of another face
+    # swapped in, which is not the whole swap's hinge
+    other_face = tf.roll(x, 1, axis=0)
+    half = PrivacyGAN(gan.modifier, gan.classifier, recognizer=recognizer, lambda_recognizer=1.0,
+                      recognizer_margin=0.2, recognizer_edit_scale=0.5)
+    np.testing.assert_allclose(half._recognizer_term(other_face, x, align).numpy(),
+                               gan._recognizer_term(0.5 * (x + other_face), x, align).numpy(),
+                               atol=1e-5)
+    assert np.mean(half._recognizer_term(other_face, x, align).numpy()) > np.mean(other) + 0.1
+    assert PrivacyGAN.from_config(half.get_config()).recognizer_edit_scale == 0.5
+    with pytest.raises(ValueError, match="recognizer_edit_scale"):
+        PrivacyGAN(gan.modifier, gan.classifier, recognizer=recognizer, recognizer_edit_scale=0.0)
     with pytest.raises(ValueError, match="needs a recognizer"):
         PrivacyGAN(gan.modifier, gan.classifier, lambda_recognizer=1.0)
     with pytest.raises(ValueError, match="recognizer_margin"):
@@ -312,6 +324,7 @@ def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_p
 
 def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_path):
     _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0}\n", "train.recognizer")
+    _train_refuses(tmp_path, "train: {recognizer_edit_scale: 0}\n", "train.recognizer_edit_scale")
 
 
 def test_the_view_is_zoom_times_ds_aligned_width(recognizer):

@@ -147,6 +147,10 @@ class PrivacyGAN(keras.Model):
             push goes mostly to the recognizer that still knows it: under the mean the one
             easiest to fool soaked up M's edit ("Thirteenth pass"). Equal hinges give the
             same value either way. 0 in the paper (no recognizer).
+        recognizer_edit_scale: the recognizers judge f + s (M(f) - f), s of M's edit,
+            while every other term judges M(f) itself: with s < 1 the identity push is
+            measured near the photo, where unrelated recognizers' gradients agree more, and
+            M(f) must go 1/s times as far for the same hinge. 1 in the paper (no recognizer).
         lambda_saturation: weight of |mean HSV saturation of M(f) - of f| per face: the
             colour statistic the yardstick reports, which a brightness-only edit moves and
             the YCbCr chroma term does not see. 0 in the paper.
@@ -173,6 +177,7 @@ class PrivacyGAN(keras.Model):
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
+                 recognizer_edit_scale: float = 1.0,
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -232,6 +237,9 @@ class PrivacyGAN(keras.Model):
         self.lambda_recognizer = float(lambda_recognizer)
         self.recognizer_margin = float(recognizer_margin)
         self.recognizer_temperature = float(recognizer_temperature)
+        if not 0.0 < recognizer_edit_scale <= 1.0:
+            raise ValueError(f"`recognizer_edit_scale` must be in (0, 1], received {recognizer_edit_scale}")
+        self.recognizer_edit_scale = float(recognizer_edit_scale)
         self.lambda_saturation = float(lambda_saturation)
         if lambda_face > 0 and face_score is None:
             raise ValueError(f"lambda_face={lambda_face} needs a face_score")
@@ -362,6 +370,7 @@ class PrivacyGAN(keras.Model):
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
             "recognizer_temperature": self.recognizer_temperature,
+            "recognizer_edit_scale": self.recognizer_edit_scale,
             "lambda_saturation": self.lambda_saturation,
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
@@ -567,6 +576,8 @@ class PrivacyGAN(keras.Model):
         is 0: measured, M then took 50 of 300 steps to leave it, and a short run never did."""
         d = self.classifier
         h, w = d.input_height, d.input_width
+        if self.recognizer_edit_scale != 1.0:
+            modified = faces + self.recognizer_edit_scale * (modified - faces)
         terms = []
         for rec in self.recognizers:
             size = (rec.input_size, rec.input_size)

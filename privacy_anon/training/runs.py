@@ -405,6 +405,9 @@ def check_recognizer(cfg) -> None:
     t = cfg.train
     if t.lambda_recognizer < 0:
         raise InputError(f"train.lambda_recognizer must be >= 0, received {t.lambda_recognizer}")
+    if not 0.0 < t.recognizer_edit_scale <= 1.0:
+        raise InputError(f"train.recognizer_edit_scale must be in (0, 1], received "
+                         f"{t.recognizer_edit_scale}")
     names = recognizer_names(t.recognizer)
     if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
                                     or len(set(names)) != len(names)):
@@ -583,6 +586,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          lambda_recognizer=t.lambda_recognizer if recognizer else 0.0,
                          recognizer_margin=t.recognizer_margin,
                          recognizer_temperature=t.recognizer_temperature,
+                         recognizer_edit_scale=t.recognizer_edit_scale,
                          lambda_saturation=t.lambda_saturation, warmup_steps=t.warmup_steps,
                          face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
                          face_mesh=face_mesh,
