@@ -193,6 +193,7 @@ class TrainConfig:
     recognizer_temperature: float = 0.0
     # the recognizers judge f + this x (M(f) - f), the other terms M(f): < 1 asks M for an
     # edit whose first part already moves identity, so the push is measured near the photo
+    # (the term's weight is lambda_recognizer / this: the same first push as at 1)
     recognizer_edit_scale: float = 1.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
