@@ -241,7 +241,8 @@ class PrivacyGAN(keras.Model):
         self.recognizer_margin = float(recognizer_margin)
         self.recognizer_temperature = float(recognizer_temperature)
         if not 0.0 < recognizer_edit_scale <= 1.0:
-            raise ValueError(f"`recognizer_edit_scale` must be in (0, 1], received {recognizer_edit_scale}")
+            raise ValueError("`recognizer_edit_scale` must be in (0, 1], received "
+                             f"{recognizer_edit_scale}")
         self.recognizer_edit_scale = float(recognizer_edit_scale)
         self.lambda_saturation = float(lambda_saturation)
         if lambda_face > 0 and face_score is None:
