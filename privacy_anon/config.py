@@ -205,6 +205,9 @@ class TrainConfig:
     # FaceMesh's 468 points on M(f) kept where f's are (mean move in inter-ocular distances):
     # pose and expression kept (FaceMesh's weights come from recognizer_weights' folder too)
     lambda_landmarks: float = 0.0
+    # a hinge on FaceMesh's face-flag logit of M(f) falling below f's: a second detector, of
+    # another design than BlazeFace, must still see a face (same folder, same FaceMesh pass)
+    lambda_face_flag: float = 0.0
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3

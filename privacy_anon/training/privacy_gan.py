@@ -16,7 +16,8 @@ A pretrained recognizer (`recognizer`, beyond the paper): frozen, it takes no st
 own; M's loss gains a hinge on the cosine between its embeddings of M(f) and f.
 Two more frozen networks guard what the push must keep: BlazeFace's face logit (`face_score`,
 `lambda_face`: still a face) and FaceMesh's 468 points (`face_mesh`, `lambda_landmarks`:
-features where they were, so pose and expression stay).
+features where they were, so pose and expression stay); FaceMesh's own face flag
+(`lambda_face_flag`) is a second detector's "still a face".
 
 Several adversaries (`extra_classifiers`, beyond the paper): D_1..D_K each take their own
 D step (own optimizer, own jittered view); in the M step the adversarial and identity terms
@@ -182,7 +183,7 @@ class PrivacyGAN(keras.Model):
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
                  recognizer_edit_scale: float = 1.0,
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
-                 lambda_landmarks: float = 0.0, **kwargs):
+                 lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -197,7 +198,7 @@ class PrivacyGAN(keras.Model):
                    "lambda_color": lambda_color, "lambda_lowpass": lambda_lowpass,
                    "lambda_realism": lambda_realism, "view_jitter": view_jitter,
                    "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer,
-                   "lambda_landmarks": lambda_landmarks,
+                   "lambda_landmarks": lambda_landmarks, "lambda_face_flag": lambda_face_flag,
                    "recognizer_temperature": recognizer_temperature,
                    "lambda_saturation": lambda_saturation}
         negative = {k: v for k, v in weights.items() if v < 0}
@@ -250,7 +251,10 @@ class PrivacyGAN(keras.Model):
         self.face_score, self.lambda_face = face_score, float(lambda_face)
         if lambda_landmarks > 0 and face_mesh is None:
             raise ValueError(f"lambda_landmarks={lambda_landmarks} needs a face_mesh")
+        if lambda_face_flag > 0 and face_mesh is None:
+            raise ValueError(f"lambda_face_flag={lambda_face_flag} needs a face_mesh")
         self.face_mesh, self.lambda_landmarks = face_mesh, float(lambda_landmarks)
+        self.lambda_face_flag = float(lambda_face_flag)
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, received {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
@@ -260,10 +264,12 @@ class PrivacyGAN(keras.Model):
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
                             "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
-                            "loss_landmarks", "d_acc_original", "d_acc_modified"),
+                            "loss_landmarks", "loss_face_flag", "d_acc_original",
+                            "d_acc_modified"),
             "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
                       "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
-                      "loss_landmarks", "loss_det", "d_acc_original", "d_acc_modified"),
+                      "loss_landmarks", "loss_face_flag", "loss_det", "d_acc_original",
+                      "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
@@ -379,6 +385,7 @@ class PrivacyGAN(keras.Model):
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
             "lambda_landmarks": self.lambda_landmarks,
+            "lambda_face_flag": self.lambda_face_flag,
             "face_mesh_weights": self.face_mesh.weights if self.face_mesh else "",
             "warmup_steps": self.warmup_steps,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
@@ -409,7 +416,7 @@ class PrivacyGAN(keras.Model):
 
             config["face_score"] = FrozenFaceScore(face_weights)
         mesh_weights = config.pop("face_mesh_weights", "")
-        if config.get("lambda_landmarks"):
+        if config.get("lambda_landmarks") or config.get("lambda_face_flag"):
             from privacy_anon.models.recognizer import FrozenFaceMesh
 
             config["face_mesh"] = FrozenFaceMesh(mesh_weights)
@@ -606,18 +613,29 @@ class PrivacyGAN(keras.Model):
         """Per face: how far FaceMesh's 468 points on M(f) moved from f's, through the same
         jittered view, as a mean distance in inter-ocular distances (D's template puts the
         eyes 0.367 of its width apart)."""
-        p_mod, p_orig = self._one_view(self.face_mesh, modified, faces, align)
-        moved = tf.sqrt(tf.reduce_sum(tf.square(p_mod - p_orig), -1) + 1e-12)
-        return tf.reduce_mean(moved, -1) * self.face_mesh.zoom / _TEMPLATE_IOD
+        return self._mesh_terms(modified, faces, align)[0]
 
-    def _one_view(self, net, modified, faces, align):
-        """A frozen net's outputs on M(f) and on f (no gradient) through one jittered view
-        drawn for both, so only M's edit differs between them."""
+    def _mesh_terms(self, modified, faces, align):
+        """(landmarks moved, face-flag hinge) per face from one FaceMesh pass on each of M(f)
+        and f through one jittered view. The hinge is on FaceMesh's face-flag logit of M(f)
+        falling below f's, capped at 20 (originals read about 24, blur8 about -8) and divided
+        by 8, so a unit means about what a unit of BlazeFace's logit does in `_face_term`."""
+        (p_mod, flag_mod), (p_orig, flag_orig) = self._one_view(
+            self.face_mesh.points_and_flag, modified, faces, align, net=self.face_mesh)
+        moved = tf.sqrt(tf.reduce_sum(tf.square(p_mod - p_orig), -1) + 1e-12)
+        moved = tf.reduce_mean(moved, -1) * self.face_mesh.zoom / _TEMPLATE_IOD
+        return moved, tf.nn.relu(tf.minimum(flag_orig, 20.0) - flag_mod) / 8.0
+
+    def _one_view(self, call, modified, faces, align, net=None):
+        """A frozen net's outputs (`call`, by default the net itself) on M(f) and on f (no
+        gradient) through one jittered view drawn for both, so only M's edit differs."""
+        net = net or call
         size = (net.input_size, net.input_size)
         view = net.view_matrices(self._views(align), self.classifier.input_height,
                                  self.classifier.input_width)
-        return (net(geometry.warp_affine(modified, view, size)),
-                tf.stop_gradient(net(geometry.warp_affine(faces, view, size))))
+        return (call(geometry.warp_affine(modified, view, size)),
+                tf.nest.map_structure(tf.stop_gradient,
+                                      call(geometry.warp_affine(faces, view, size))))
 
     def _warmup_ramp(self):
         """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""
@@ -678,10 +696,10 @@ class PrivacyGAN(keras.Model):
             if self.lambda_face > 0:
                 face = self._face_term(modified, faces, align)
                 per_face += self.lambda_face * face
-            moved = tf.zeros_like(l1)
-            if self.lambda_landmarks > 0:
-                moved = self._landmark_term(modified, faces, align)
-                per_face += self.lambda_landmarks * moved
+            moved = flag = tf.zeros_like(l1)
+            if self.lambda_landmarks > 0 or self.lambda_face_flag > 0:
+                moved, flag = self._mesh_terms(modified, faces, align)
+                per_face += self.lambda_landmarks * moved + self.lambda_face_flag * flag
             if self.lambda_identity > 0:
                 identity = _mean([self._identity_term(modified, faces, v, d)
                                   for d, v in zip(self.classifiers, views)])
@@ -717,6 +735,7 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_recognizer"].update_state(tf.reduce_mean(recognized))
         self.trackers["loss_face"].update_state(tf.reduce_mean(face))
         self.trackers["loss_landmarks"].update_state(tf.reduce_mean(moved))
+        self.trackers["loss_face_flag"].update_state(tf.reduce_mean(flag))
 
     def _finetune_step(self, data):
         """Lines 10-11: M and D frozen, A fine-tuned on modified frames."""

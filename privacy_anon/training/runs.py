@@ -423,8 +423,11 @@ def check_recognizer(cfg) -> None:
         face_score_model_path(t.recognizer_weights)
     if t.lambda_landmarks < 0:
         raise InputError(f"train.lambda_landmarks must be >= 0, received {t.lambda_landmarks}")
-    if t.lambda_landmarks > 0:
-        face_mesh_model_path(t.recognizer_weights)
+    if t.lambda_face_flag < 0:
+        raise InputError(f"train.lambda_face_flag must be >= 0, received {t.lambda_face_flag}")
+    if t.lambda_landmarks > 0 or t.lambda_face_flag > 0:
+        asked = "train.lambda_landmarks" if t.lambda_landmarks > 0 else "train.lambda_face_flag"
+        face_mesh_model_path(t.recognizer_weights, asked)
 
 
 def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -> list[str]:
@@ -567,7 +570,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
             face_score = FrozenFaceScore(t.recognizer_weights)
         face_mesh = None
-        if t.lambda_landmarks > 0 and stage in ("adversarial", "joint"):
+        if (t.lambda_landmarks > 0 or t.lambda_face_flag > 0) and stage in ("adversarial", "joint"):
             from privacy_anon.models.recognizer import FrozenFaceMesh
 
             face_mesh = FrozenFaceMesh(t.recognizer_weights)
@@ -590,7 +593,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          lambda_saturation=t.lambda_saturation, warmup_steps=t.warmup_steps,
                          face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
                          face_mesh=face_mesh,
-                         lambda_landmarks=t.lambda_landmarks if face_mesh else 0.0)
+                         lambda_landmarks=t.lambda_landmarks if face_mesh else 0.0,
+                         lambda_face_flag=t.lambda_face_flag if face_mesh else 0.0)
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
