@@ -206,7 +206,9 @@ class TrainConfig:
     # pose and expression kept (FaceMesh's weights come from recognizer_weights' folder too)
     lambda_landmarks: float = 0.0
     # a hinge on FaceMesh's face-flag logit of M(f) falling below f's: a second detector, of
-    # another design than BlazeFace, must still see a face (same folder, same FaceMesh pass)
+    # another design than BlazeFace, must still see a face (same folder, same FaceMesh pass);
+    # it ramps up over warmup_steps like the image terms (at full weight from step 1 it held
+    # a short run's M at the identity)
     lambda_face_flag: float = 0.0
     # pre-training of D alone (`train --stage classifier`)
     classifier_steps: int = 20000

@@ -537,3 +537,40 @@ def test_the_face_flag_term_reads_facemesh_s_verdict_and_its_gradient_reaches_m(
     assert config["lambda_face_flag"] == 1.0 and config["lambda_landmarks"] == 0.0
     again = PrivacyGAN.from_config(config)
     assert again.face_mesh is not None and again.lambda_face_flag == 1.0
+
+
+def test_the_face_flag_term_ramps_up_with_the_image_terms(face_mesh, photos):
+    """During the warm-up the flag hinge's push on M is the ramp's share of its weight: at
+    full weight from step 1 it held a CI-sized `mobile` M near the identity ("Twenty-fifth
+    pass"). Plain SGD, so each step moves M's weights in proportion to the loss's weight."""
+    import keras
+
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    x, align, labels = x[:8], align[:8], labels[:8]
+    cfg = get_preset("mobile")
+    m = build_modifier(cfg.modifier)
+    rng = np.random.default_rng(0)
+    for weight in m.head.weights:  # away from the identity, where the hinge is 0
+        weight.assign(rng.normal(0, 0.3, weight.shape).astype(np.float32))
+    # the flag hinge is M's only term; no view jitter, so both steps see the same views
+    gan = PrivacyGAN(m, build_classifier(cfg.classifier, PEOPLE), face_mesh=face_mesh,
+                     lambda_face_flag=1.0, lambda_l1=0.0, adv_weight=0.0, view_jitter=0.0,
+                     warmup_steps=4)
+    gan.compile(m_optimizer=keras.optimizers.SGD(1.0), d_optimizer=keras.optimizers.SGD(0.0))
+    gan.build_optimizers()
+    start = [w.numpy() for w in m.trainable_weights]
+
+    def step_from(taken):
+        for w, value in zip(m.trainable_weights, start):
+            w.assign(value)
+        gan.m_optimizer.iterations.assign(taken)
+        gan._m_step(x, tf.constant(labels), tf.constant(align, tf.float32), None)
+        return np.concatenate([(w.numpy() - v).ravel() for w, v in zip(m.trainable_weights, start)])
+
+    first, later = step_from(0), step_from(4)
+    assert np.abs(later).max() > 0  # the hinge pushed M
+    np.testing.assert_allclose(first, 0.25 * later, rtol=1e-3, atol=1e-6 * np.abs(later).max())

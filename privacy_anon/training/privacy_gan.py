@@ -158,10 +158,13 @@ class PrivacyGAN(keras.Model):
         lambda_saturation: weight of |mean HSV saturation of M(f) - of f| per face: the
             colour statistic the yardstick reports, which a brightness-only edit moves and
             the YCbCr chroma term does not see. 0 in the paper.
-        warmup_steps: M's image terms (L1, outside, colour, low-pass, realism) grow linearly
-            from 0 to their weights over M's first this many steps. M starts as the identity,
-            where their pull is constant and the privacy terms' gradient is weak: measured,
-            a `mobile` M spent 100-150 of its 300 steps there. 0 in the paper.
+        warmup_steps: M's image terms (L1, outside, colour, low-pass, realism) and the
+            face-flag hinge grow linearly from 0 to their weights over M's first this many
+            steps. M starts as the identity, where their pull is constant and the privacy
+            terms' gradient is weak: measured, a `mobile` M spent 100-150 of its 300 steps
+            there. At full weight from step 1, the flag hinge alone held a 120-step M near
+            the identity (dlib lost 4.5 points, ramped 17.7; RESULTS.md, "Twenty-fifth
+            pass"). 0 in the paper.
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -699,7 +702,10 @@ class PrivacyGAN(keras.Model):
             moved = flag = tf.zeros_like(l1)
             if self.lambda_landmarks > 0 or self.lambda_face_flag > 0:
                 moved, flag = self._mesh_terms(modified, faces, align)
-                per_face += self.lambda_landmarks * moved + self.lambda_face_flag * flag
+                # the flag ramps up with the image terms: it resists the very first moves
+                # the recognizer push makes, and at full weight kept M at the identity
+                per_face += (self.lambda_landmarks * moved
+                             + ramp * self.lambda_face_flag * flag)
             if self.lambda_identity > 0:
                 identity = _mean([self._identity_term(modified, faces, v, d)
                                   for d, v in zip(self.classifiers, views)])
