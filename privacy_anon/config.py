@@ -195,6 +195,10 @@ class TrainConfig:
     # edit whose first part already moves identity, so the push is measured near the photo
     # (the term's weight is lambda_recognizer / this: the same first push as at 1)
     recognizer_edit_scale: float = 1.0
+    # what M(f)'s embedding is pushed from: "photo" (f's own) or "person" (the mean of f's
+    # person's training photos, the mean over all faces taken off both: what another photo of
+    # the person shares with this one, which is what an attacker matches)
+    recognizer_reference: str = "photo"
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)

@@ -574,3 +574,52 @@ def test_the_face_flag_term_ramps_up_with_the_image_terms(face_mesh, photos):
     first, later = step_from(0), step_from(4)
     assert np.abs(later).max() > 0  # the hinge pushed M
     np.testing.assert_allclose(first, 0.25 * later, rtol=1e-3, atol=1e-6 * np.abs(later).max())
+
+
+def test_the_person_reference_pushes_from_the_persons_centred_mean(faceres, photos):
+    """recognizer_reference "person": M(f) is pushed from the running mean of its person's
+    originals, the running mean over all faces taken off both sides. Centred, faceres puts
+    strangers near cosine 0 (uncentred about 0.4: its features are post-ReLU), so the hinge
+    at 0 rests once a face reads as a stranger's."""
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    cfg = get_preset("mobile")
+    labels = tf.constant(labels, tf.int32)
+    kw = dict(recognizer=faceres, lambda_recognizer=1.0)
+    gan = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, PEOPLE),
+                     recognizer_reference="person", **kw)
+    photo = PrivacyGAN(gan.modifier, gan.classifier, **kw)
+    # one pass over every photo fills the means (each call adds the originals it sees)
+    for i in range(0, len(x), 32):
+        gan._recognizer_term(x[i:i + 32], x[i:i + 32], align[i:i + 32], labels[i:i + 32])
+    stats = gan.recognizer_stats
+    np.testing.assert_allclose(stats.person_counts.numpy()[0], np.bincount(labels.numpy(), minlength=PEOPLE))
+    other = tf.roll(x, 1, axis=0)  # the previous photo: mostly the same person, sometimes not
+    strangers = (tf.roll(labels, 1, axis=0) != labels).numpy()
+    assert strangers.sum() >= PEOPLE - 1
+
+    def term(gan, modified, kw):  # in batches: faceres on all 192 faces at once is ~20 GB
+        return np.concatenate([gan._recognizer_term(modified[i:i + 32], x[i:i + 32],
+                                                    align[i:i + 32], **kw(i)).numpy()
+                               for i in range(0, len(x), 32)])
+
+    centred = term(gan, other, kw=lambda i: {"labels": labels[i:i + 32]})
+    uncentred = term(photo, other, kw=lambda i: {})
+    assert np.mean(uncentred[strangers]) > 0.3
+    assert np.mean(centred[strangers]) < 0.15
+    # the unmodified photos stay near their person's mean
+    assert np.mean(term(gan, x, kw=lambda i: {"labels": labels[i:i + 32]})) > 0.5
+    # the term reaches M
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(gan._recognizer_term(gan.modifier(x[:8], training=True), x[:8],
+                                                   align[:8], labels[:8]))
+    grads = tape.gradient(loss, gan.modifier.trainable_variables)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    assert PrivacyGAN.from_config(gan.get_config()).recognizer_reference == "person"
+    with pytest.raises(ValueError, match="labels"):
+        gan._recognizer_term(x[:4], x[:4], align[:4])
+    with pytest.raises(ValueError, match="recognizer_reference"):
+        PrivacyGAN(gan.modifier, gan.classifier, recognizer_reference="people", **kw)

@@ -43,6 +43,7 @@ from privacy_anon.faces import geometry
 
 STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
+RECOGNIZER_REFERENCES = ("photo", "person")
 # inter-ocular distance / width of D's aligned crop (SphereFace's template)
 _TEMPLATE_IOD = float((geometry.SPHEREFACE_TEMPLATE[1, 0] - geometry.SPHEREFACE_TEMPLATE[0, 0])
                       / geometry.TEMPLATE_SIZE[1])
@@ -86,6 +87,33 @@ class RewriteCounts(tf.Module):
         return {"trained_frames": int(self.frames.numpy()),
                 "trained_frames_with_faces": int(self.frames_with_faces.numpy()),
                 "face_boxes_rewritten": int(self.faces.numpy())}
+
+
+class _ReferenceStats(tf.Module):
+    """Running sums of each recognizer's embeddings of the original faces, per training
+    identity and over all faces (`recognizer_reference: "person"`). Plain variables summed
+    over replicas, kept in the run's checkpoint; the recognizers are frozen, so a running
+    mean over jittered views is a fair mean."""
+
+    def __init__(self, dims, num_classes: int):
+        super().__init__(name="recognizer_stats")
+        kw = dict(trainable=False, aggregation=tf.VariableAggregation.SUM)
+        self.person_sums = [tf.Variable(tf.zeros([num_classes, d]), **kw) for d in dims]
+        self.person_counts = tf.Variable(tf.zeros([len(dims), num_classes]), **kw)
+
+    def update(self, k: int, embeddings, labels):
+        """Adds recognizer `k`'s `embeddings` of faces labelled `labels`; returns (mean over
+        all faces so far, (B, D) the mean of each face's person so far)."""
+        labels = tf.cast(labels, tf.int32)
+        n = self.person_sums[k].shape[0]
+        self.person_sums[k].assign_add(tf.math.unsorted_segment_sum(embeddings, labels, n))
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(labels, tf.float32), labels, n)
+        self.person_counts.assign_add(tf.tensor_scatter_nd_add(
+            tf.zeros_like(self.person_counts), [[k]], counts[None]))
+        sums, seen = self.person_sums[k], self.person_counts[k]
+        centre = tf.reduce_sum(sums, 0) / tf.maximum(tf.reduce_sum(seen), 1.0)
+        person = tf.gather(sums, labels) / tf.maximum(tf.gather(seen, labels), 1.0)[:, None]
+        return centre, person
 
 
 @keras.saving.register_keras_serializable(package="privacy_anon")
@@ -184,7 +212,7 @@ class PrivacyGAN(keras.Model):
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
-                 recognizer_edit_scale: float = 1.0,
+                 recognizer_edit_scale: float = 1.0, recognizer_reference: str = "photo",
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -248,6 +276,17 @@ class PrivacyGAN(keras.Model):
             raise ValueError("`recognizer_edit_scale` must be in (0, 1], received "
                              f"{recognizer_edit_scale}")
         self.recognizer_edit_scale = float(recognizer_edit_scale)
+        if recognizer_reference not in RECOGNIZER_REFERENCES:
+            raise ValueError(f"`recognizer_reference` must be one of {RECOGNIZER_REFERENCES}, "
+                             f"received {recognizer_reference!r}")
+        self.recognizer_reference = recognizer_reference
+        # "person": per recognizer, running sums of the originals' embeddings per training
+        # identity and over all faces (a checkpoint keeps them; `recognizer_stats`)
+        self.recognizer_stats = None
+        if recognizer_reference == "person" and self.recognizers:
+            dims = [int(r(tf.zeros([1, r.input_size, r.input_size, 3])).shape[-1])
+                    for r in self.recognizers]
+            self.recognizer_stats = _ReferenceStats(dims, classifier.num_classes)
         self.lambda_saturation = float(lambda_saturation)
         if lambda_face > 0 and face_score is None:
             raise ValueError(f"lambda_face={lambda_face} needs a face_score")
@@ -384,6 +423,7 @@ class PrivacyGAN(keras.Model):
             "recognizer_margin": self.recognizer_margin,
             "recognizer_temperature": self.recognizer_temperature,
             "recognizer_edit_scale": self.recognizer_edit_scale,
+            "recognizer_reference": self.recognizer_reference,
             "lambda_saturation": self.lambda_saturation,
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
@@ -582,22 +622,35 @@ class PrivacyGAN(keras.Model):
         cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
         return tf.nn.relu(cos - self.identity_margin)
 
-    def _recognizer_term(self, modified, faces, align):
+    def _recognizer_term(self, modified, faces, align, labels=None):
         """Per-face hinge on the cosine between the frozen recognizer's embeddings of M(f) and
         f, each through its own draw of the jittered view (`view_jitter`), as an attacker
         matches a photo against another crop of the person. One shared view would put M's
         starting point (the identity, cosine 1) at the cosine's maximum, where its gradient
-        is 0: measured, M then took 50 of 300 steps to leave it, and a short run never did."""
+        is 0: measured, M then took 50 of 300 steps to leave it, and a short run never did.
+
+        With `recognizer_reference` "person" (needs `labels`), f's embedding is replaced by
+        the mean of its person's originals seen so far (this one included), and the mean over
+        all faces is taken off both sides: the attacker matches another photo of the person,
+        so the push should remove what the person's photos share, not what is particular to
+        this one (pose, light) nor what every face shares (faceres's post-ReLU features put
+        strangers at cosine 0.39, so an uncentred hinge at 0 also pushes toward "no face")."""
         d = self.classifier
         h, w = d.input_height, d.input_width
         if self.recognizer_edit_scale != 1.0:
             modified = faces + self.recognizer_edit_scale * (modified - faces)
         terms = []
-        for rec in self.recognizers:
+        for k, rec in enumerate(self.recognizers):
             size = (rec.input_size, rec.input_size)
             e_mod = rec(geometry.warp_affine(modified, rec.view_matrices(self._views(align), h, w), size))
             e_orig = tf.stop_gradient(
                 rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
+            if self.recognizer_stats is not None:
+                if labels is None:
+                    raise ValueError('recognizer_reference="person" needs the faces\' labels')
+                centre, person = self.recognizer_stats.update(k, e_orig, labels)
+                e_mod = tf.math.l2_normalize(e_mod - centre, -1)
+                e_orig = tf.math.l2_normalize(person - centre, -1)
             terms.append(tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin))
         if self.recognizer_temperature > 0 and len(terms) > 1:
             tau = self.recognizer_temperature
@@ -693,7 +746,7 @@ class PrivacyGAN(keras.Model):
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
             identity = color = recognized = tf.zeros_like(l1)
             if self.lambda_recognizer > 0:
-                recognized = self._recognizer_term(modified, faces, align)
+                recognized = self._recognizer_term(modified, faces, align, labels)
                 per_face += self.lambda_recognizer / self.recognizer_edit_scale * recognized
             face = tf.zeros_like(l1)
             if self.lambda_face > 0:

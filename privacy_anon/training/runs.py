@@ -408,6 +408,9 @@ def check_recognizer(cfg) -> None:
     if not 0.0 < t.recognizer_edit_scale <= 1.0:
         raise InputError(f"train.recognizer_edit_scale must be in (0, 1], received "
                          f"{t.recognizer_edit_scale}")
+    if t.recognizer_reference not in ("photo", "person"):
+        raise InputError(f"train.recognizer_reference must be 'photo' or 'person', received "
+                         f"{t.recognizer_reference!r}")
     names = recognizer_names(t.recognizer)
     if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
                                     or len(set(names)) != len(names)):
@@ -590,6 +593,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          recognizer_margin=t.recognizer_margin,
                          recognizer_temperature=t.recognizer_temperature,
                          recognizer_edit_scale=t.recognizer_edit_scale,
+                         recognizer_reference=t.recognizer_reference,
                          lambda_saturation=t.lambda_saturation, warmup_steps=t.warmup_steps,
                          face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
                          face_mesh=face_mesh,
@@ -608,6 +612,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             items["rewrite_counts"] = gan.rewrite_counts
         if critic is not None:
             items["critic"] = critic
+        if gan.recognizer_stats is not None:
+            items["recognizer_stats"] = gan.recognizer_stats
         ckpt = tf.train.Checkpoint(**items)
     manager = tf.train.CheckpointManager(ckpt, write / "checkpoints", max_to_keep=3)
     latest = tf.train.latest_checkpoint(out / "checkpoints")  # the chief's, for every worker
