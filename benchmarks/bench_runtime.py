@@ -81,8 +81,9 @@ def bench_crops(threads, tmp, cpu_time=False, skip_paper=False):
 
     timer = (lambda path, size, _threads: cpu_time_model(path, size)) if cpu_time else time_model
     unit = "CPU ms (1 thread, best of 30)" if cpu_time else f"ms ({threads} threads)"
-    print(f"| M | input / filters / blocks | GMACs | float32 {unit} | int8 {unit} | int8 speed-up | int8 MB |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print(f"| M | input / filters / blocks | GMACs | float32 {unit} | int8 {unit} | int8 speed-up | "
+          f"int8, float variance {unit} | int8 MB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for name in MODIFIERS:
         if skip_paper and name == "paper":
             continue
@@ -90,14 +91,15 @@ def bench_crops(threads, tmp, cpu_time=False, skip_paper=False):
         size = m.input_size
         calib = np.random.default_rng(0).integers(0, 256, (8, size, size, 3), dtype=np.uint8)
         row = []
-        for q in ("none", "int8"):
-            data = convert_modifier(m, q, calib)
-            path = tmp / f"{name.replace(' ', '_').replace(',', '')}_{q}.tflite"
+        # int8 with the instance norms' variance kept in float (`export --float-variance`)
+        for q, float_variance in (("none", False), ("int8", False), ("int8", True)):
+            data = convert_modifier(m, q, calib, float_variance=float_variance)
+            path = tmp / f"{name.replace(' ', '_').replace(',', '')}_{q}{'_fv' * float_variance}.tflite"
             path.write_bytes(data)
             row.append((timer(path, size, threads), len(data)))
         print(f"| {name} | {size} / {m.filters} / {m.num_blocks} | {m.macs() / 1e9:.2f} | "
-              f"{row[0][0]:.2f} | {row[1][0]:.2f} | {row[0][0] / row[1][0]:.2f}x | {row[1][1] / 1e6:.2f} |",
-              flush=True)
+              f"{row[0][0]:.2f} | {row[1][0]:.2f} | {row[0][0] / row[1][0]:.2f}x | {row[2][0]:.2f} | "
+              f"{row[1][1] / 1e6:.2f} |", flush=True)
 
 
 def make_clip(path, width, height, frames):

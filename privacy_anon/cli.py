@@ -353,6 +353,10 @@ def _add_export(sub):
                    help="int8: keep the first conversion even when it is brighter or darker on average "
                         "than Keras (by default that mean error is taken off M's last bias and M "
                         "converted again)")
+    p.add_argument("--float-variance", action="store_true",
+                   help="int8: keep each instance norm's variance (squares, their mean, 1/sqrt) in "
+                        "float32, every other op int8: closer to Keras for Ms with uneven channels, "
+                        "no longer integer-only")
 
 
 def _run_export(args) -> int:
@@ -369,7 +373,8 @@ def _run_export(args) -> int:
                                min_psnr=args.min_psnr, enlarge=args.enlarge,
                                detector_threshold=args.threshold,
                                batch=None if args.dynamic_batch else 1, verbose=False,
-                               min_change=args.min_change, bias_correction=args.bias_correction)
+                               min_change=args.min_change, bias_correction=args.bias_correction,
+                               float_variance=args.float_variance)
     print(report.summary())
     print(f"op types: {', '.join(report.op_types)}")
     print(f"wrote {report.path}")

@@ -152,7 +152,7 @@ def keras_outputs(modifier, crops: np.ndarray, batch: int = 16) -> np.ndarray:
 
 
 def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray | None = None,
-                     batch: int | None = 1) -> bytes:
+                     batch: int | None = 1, float_variance: bool = False) -> bytes:
     """M as `.tflite` bytes.
 
     Args:
@@ -163,6 +163,13 @@ def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray |
         batch: 1 (default): a fixed batch of one crop; None: a dynamic batch (crops batched in
             one call). The fixed batch has no shape arithmetic in the graph and was 20-30 %
             faster per crop here (mobile M, LiteRT 2.3, 2 threads).
+        float_variance: "int8" only: keep each instance norm's variance path (the squares,
+            their mean, the reciprocal root: `InstanceNorm`'s "variance" scope) in float32,
+            every other op int8 (selective quantization through TFLite's
+            QuantizationDebugger). A square spans twice the range of its input, so one int8
+            scale per tensor rounds small variances away; measured on a trained `mobile` M
+            it took the model from 37.1 to 43.3 dB of the Keras M (RESULTS.md, "Twenty-seventh
+            pass"). The model is then no longer integer-only (DEQUANTIZE before each square).
     """
     import keras
     import tensorflow as tf
@@ -196,7 +203,32 @@ def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray |
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
             converter.inference_input_type = tf.uint8
             converter.inference_output_type = tf.uint8
+            if float_variance:
+                return _float_variance_int8(converter, saved, calibration)
         return converter.convert()
+
+
+def _float_variance_int8(converter, saved: str, calibration: np.ndarray) -> bytes:
+    """`converter`'s int8 model with the instance norms' variance ops left in float32."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from privacy_anon.models.modifier import VARIANCE_SCOPE
+
+    # the variance ops' output tensors, by name, from a float conversion of the same graph
+    float_model = tf.lite.TFLiteConverter.from_saved_model(saved).convert()
+    marker = f"/{VARIANCE_SCOPE}/"
+    names = sorted({t["name"] for t in Interpreter(model_content=float_model).get_tensor_details()
+                    if marker in t["name"].split(";")[-1]})
+    if not names:
+        raise InputError("float_variance: this M has no instance-norm variance ops to keep in float")
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                                           tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=_representative_dataset(calibration[:2]),
+        debug_options=options)
+    return debugger.get_nondebug_quantized_model()
 
 
 def _representative_dataset(crops: np.ndarray):
@@ -344,7 +376,7 @@ def bias_shifted(modifier, errors: np.ndarray, crops: np.ndarray, batch_size: in
 
 
 def correct_bias(modifier, data: bytes, crops: np.ndarray, reference: np.ndarray,
-                 batch: int | None = 1) -> tuple[bytes, dict]:
+                 batch: int | None = 1, float_variance: bool = False) -> tuple[bytes, dict]:
     """Post-training bias correction of an int8 M (Nagel et al. 2019, "Data-free
     quantization"): the TFLite model's mean error against Keras on the calibration crops,
     per head channel, is taken off the head conv's bias and M converted again. The second
@@ -362,7 +394,8 @@ def correct_bias(modifier, data: bytes, crops: np.ndarray, reference: np.ndarray
     facts = {"applied": False, "mean_error_before": round(before, 3), "head_error_px": errors.round(3).tolist()}
     if np.abs(errors).max() < BIAS_TOLERANCE:
         return data, facts
-    fixed = convert_modifier(bias_shifted(modifier, errors, crops), "int8", crops, batch)
+    fixed = convert_modifier(bias_shifted(modifier, errors, crops), "int8", crops, batch,
+                             float_variance)
     after = head_errors(modifier, run(fixed), reference)
     facts["mean_error_after"] = round(float(after.mean()), 3)
     if np.abs(after).mean() >= np.abs(errors).mean():
@@ -387,7 +420,7 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
                   zip: bool = False, min_psnr: float = DEFAULT_MIN_PSNR, enlarge: float = 1.6,
                   detector_threshold: float | None = None, batch: int | None = 1,
                   verbose: bool = True, min_change: float = DEFAULT_MIN_CHANGE,
-                  bias_correction: bool = True) -> ExportReport:
+                  bias_correction: bool = True, float_variance: bool = False) -> ExportReport:
     """Converts M and writes the deployable bundle (folder, or `.zip` with `zip=True`).
 
     Args:
@@ -411,6 +444,8 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
             0 exports any M.
         bias_correction: int8 only: take the model's mean error against Keras off the head
             conv's bias and convert again (see `correct_bias`).
+        float_variance: int8 only: the instance norms' variance ops stay float32 (see
+            `convert_modifier`).
 
     Returns:
         An `ExportReport` (path, PSNR, SSIM, sizes, op types).
@@ -440,10 +475,12 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
                             "export anyway)", reason)
     if batch not in (None, 1):
         raise InputError(f"batch must be 1 (fixed) or None (dynamic), got {batch!r}")
-    data = convert_modifier(modifier, quantize, crops, batch)
+    if float_variance and quantize != "int8":
+        raise InputError(f"float_variance applies to int8 exports, not quantize={quantize!r}")
+    data = convert_modifier(modifier, quantize, crops, batch, float_variance)
     fix = None
     if quantize == "int8" and bias_correction:
-        data, fix = correct_bias(modifier, data, crops, reference, batch)
+        data, fix = correct_bias(modifier, data, crops, reference, batch, float_variance)
 
     det_cfg = FaceDetectionConfig()
     threshold = det_cfg.blazeface_only_threshold if detector_threshold is None else float(detector_threshold)
@@ -469,6 +506,7 @@ def export_bundle(modifier_or_path, out, quantize: str = "int8", representative=
             raise ExportRefused(f"{out}: refused: {reason} (try quantize=float16, a residual "
                                 "output mode, or lower --min-psnr)", reason)
         manifest = _manifest(modifier, quantize, runtime_m, report, enlarge, threshold, det_cfg, staging)
+        manifest["modifier"]["float_variance"] = bool(float_variance)
         manifest["training"] = _training_facts(modifier_or_path, trained, change, min_change)
         (staging / bundle_format.MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if zip:

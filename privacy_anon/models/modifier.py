@@ -124,6 +124,9 @@ class DepthToSpace(layers.Layer):
                 None if shape[2] is None else 2 * shape[2], shape[3] // 4)
 
 
+VARIANCE_SCOPE = "variance"
+
+
 @keras.saving.register_keras_serializable(package="privacy_anon")
 class InstanceNorm(layers.Layer):
     """Instance normalisation over H, W per sample and channel, with a learned affine."""
@@ -142,11 +145,15 @@ class InstanceNorm(layers.Layer):
     def call(self, x):
         mean = ops.mean(x, axis=(1, 2), keepdims=True)
         centred = x - mean
-        # centred * centred, not ops.square: SQUARE has no int8 TFLite kernel.
-        var = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
+        # the variance path has a name of its own, so an int8 export can keep it in float
+        # (`export.convert_modifier(float_variance=True)`): squares span twice the range
+        with keras.name_scope(VARIANCE_SCOPE):
+            # centred * centred, not ops.square: SQUARE has no int8 TFLite kernel.
+            var = ops.mean(centred * centred, axis=(1, 2), keepdims=True)
+            inverse = ops.rsqrt(var + self.epsilon)
         # gamma joins the per-channel scale first: one full-size multiply less (and one
         # int8 requantisation less) than centred * rsqrt * gamma, the same function
-        return centred * (ops.rsqrt(var + self.epsilon) * self.gamma) + self.beta
+        return centred * (inverse * self.gamma) + self.beta
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
