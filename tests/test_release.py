@@ -72,6 +72,8 @@ def test_run_holds_people_out_and_hands_over_a_bundle(run):
     for name in ("modifier.tflite", "face_detector.tflite", "bundle.json"):
         assert (out / "bundle" / name).is_file()
     assert metrics["bundle"]["psnr_vs_keras"] >= 30  # int8 stays faithful to the Keras M
+    # ... with the norms' variance kept in float
+    assert json.loads((out / "bundle" / "bundle.json").read_text())["modifier"]["float_variance"]
     for name in ("report.json", "privacy_plane.png", "before_after.png", "yardstick.md"):
         assert (out / "yardstick" / name).is_file()
     report = json.loads((out / "yardstick" / "report.json").read_text())
