@@ -168,7 +168,7 @@ def convert_modifier(modifier, quantize: str = "int8", calibration: np.ndarray |
             every other op int8 (selective quantization through TFLite's
             QuantizationDebugger). A square spans twice the range of its input, so one int8
             scale per tensor rounds small variances away; measured on a trained `mobile` M
-            it took the model from 37.1 to 43.3 dB of the Keras M (RESULTS.md, "Twenty-seventh
+            it took the model from 37.6 to 43.7 dB of the Keras M (RESULTS.md, "Twenty-seventh
             pass"). The model is then no longer integer-only (DEQUANTIZE before each square).
     """
     import keras
