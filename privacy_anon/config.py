@@ -25,6 +25,7 @@ from privacy_anon.errors import ConfigError
 CHOICES = {
     "modifier.output_mode": ("tanh", "residual", "luma", "gain"),
     "modifier.upsample": ("transpose", "resize"),
+    "train.recognizer_reference": ("photo", "person"),
 }
 
 

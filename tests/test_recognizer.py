@@ -325,6 +325,7 @@ def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_p
 def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_path):
     _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0}\n", "train.recognizer")
     _train_refuses(tmp_path, "train: {recognizer_edit_scale: 0}\n", "train.recognizer_edit_scale")
+    _train_refuses(tmp_path, "train: {recognizer_reference: people}\n", "train.recognizer_reference")
 
 
 def test_the_view_is_zoom_times_ds_aligned_width(recognizer):

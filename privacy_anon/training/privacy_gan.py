@@ -39,11 +39,12 @@ import math
 import keras
 import tensorflow as tf
 
+from privacy_anon.config import CHOICES
 from privacy_anon.faces import geometry
 
 STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
-RECOGNIZER_REFERENCES = ("photo", "person")
+RECOGNIZER_REFERENCES = CHOICES["train.recognizer_reference"]
 # inter-ocular distance / width of D's aligned crop (SphereFace's template)
 _TEMPLATE_IOD = float((geometry.SPHEREFACE_TEMPLATE[1, 0] - geometry.SPHEREFACE_TEMPLATE[0, 0])
                       / geometry.TEMPLATE_SIZE[1])

@@ -408,9 +408,6 @@ def check_recognizer(cfg) -> None:
     if not 0.0 < t.recognizer_edit_scale <= 1.0:
         raise InputError(f"train.recognizer_edit_scale must be in (0, 1], received "
                          f"{t.recognizer_edit_scale}")
-    if t.recognizer_reference not in ("photo", "person"):
-        raise InputError(f"train.recognizer_reference must be 'photo' or 'person', received "
-                         f"{t.recognizer_reference!r}")
     names = recognizer_names(t.recognizer)
     if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
                                     or len(set(names)) != len(names)):
