@@ -166,6 +166,7 @@ class TrainConfig:
     identity_margin: float = 0.0  # ... no push once the cosine is at or below this
     lambda_color: float = 0.0  # chroma (YCbCr Cb, Cr) of M(f) kept: no colour patterns
     lambda_saturation: float = 0.0  # |mean HSV saturation of M(f) - of f|: the colour statistic kept
+    lambda_ssim: float = 0.0  # 1 - SSIM(M(f), f): local structure kept, as the yardstick measures
     lambda_lowpass: float = 0.0  # M(f) - f averaged over 1/16-side cells kept near 0: light, pose
     lambda_realism: float = 0.0  # a PatchGAN critic R (models/realism.py) must take M(f) for real
     critic_filters: int = 16

@@ -213,3 +213,34 @@ def test_saturation_term_sees_a_brightened_face_and_not_a_moved_one(parts):
         loss = tf.reduce_mean(gan._saturation_term(gan.modifier(x, training=True) + 0.3, x))
     grads = tape.gradient(loss, gan.modifier.trainable_variables)
     assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+
+
+def test_ssim_term_is_the_yardsticks_ssim_and_charges_structure_not_light(parts):
+    from skimage.metrics import structural_similarity
+
+    gan, x, _ = parts
+    rng = np.random.default_rng(0)
+    noisy = np.clip(x.numpy() + rng.normal(0, 0.15, x.shape), -1, 1).astype(np.float32)
+    expected = [structural_similarity((a + 1) / 2, (b + 1) / 2, channel_axis=-1, data_range=1.0)
+                for a, b in zip(x.numpy(), noisy)]
+    np.testing.assert_allclose(gan._ssim(tf.constant(noisy), x).numpy(), expected, atol=1e-4)
+    np.testing.assert_allclose(gan._ssim(x, x).numpy(), 1.0, atol=1e-5)
+    # the same mean |change| as a shift of light costs a small fraction of it as grain
+    step = float(np.mean(np.abs(noisy - x.numpy())))
+    lit = 1.0 - gan._ssim(x * (1 - step) - step, x).numpy()  # darker, nothing clipped
+    grain = 1.0 - gan._ssim(tf.constant(noisy), x).numpy()
+    assert np.all(grain > 5 * lit)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(1.0 - gan._ssim(gan.modifier(x, training=True) + noisy - x, x))
+    grads = tape.gradient(loss, gan.modifier.trainable_variables)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+
+
+def test_ssim_weight_is_validated_and_kept_in_the_config():
+    cfg = get_preset("tiny")
+    m, d = build_modifier(cfg.modifier), build_classifier(cfg.classifier, 3)
+    with pytest.raises(ValueError, match="lambda_ssim"):
+        PrivacyGAN(m, d, lambda_ssim=-1.0)
+    gan = PrivacyGAN(m, d, lambda_ssim=3.0)
+    assert PrivacyGAN.from_config(gan.get_config()).lambda_ssim == 3.0
+    assert "loss_ssim" in [t.name for t in gan.metrics]

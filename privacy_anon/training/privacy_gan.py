@@ -187,7 +187,10 @@ class PrivacyGAN(keras.Model):
         lambda_saturation: weight of |mean HSV saturation of M(f) - of f| per face: the
             colour statistic the yardstick reports, which a brightness-only edit moves and
             the YCbCr chroma term does not see. 0 in the paper.
-        warmup_steps: M's image terms (L1, outside, colour, low-pass, realism) and the
+        lambda_ssim: weight of 1 - SSIM(M(f), f) per face (`_ssim`): fidelity as the
+            yardstick measures it, local structure, where L1 charges every pixel's change
+            alike. 0 in the paper.
+        warmup_steps: M's image terms (L1, SSIM, outside, colour, low-pass, realism) and the
             face-flag hinge grow linearly from 0 to their weights over M's first this many
             steps. M starts as the identity, where their pull is constant and the privacy
             terms' gradient is weak: measured, a `mobile` M spent 100-150 of its 300 steps
@@ -213,7 +216,7 @@ class PrivacyGAN(keras.Model):
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
-                 recognizer_edit_scale: float = 1.0, recognizer_reference: str = "photo",
+                 lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0, recognizer_reference: str = "photo",
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -232,7 +235,7 @@ class PrivacyGAN(keras.Model):
                    "lambda_outside": lambda_outside, "lambda_recognizer": lambda_recognizer,
                    "lambda_landmarks": lambda_landmarks, "lambda_face_flag": lambda_face_flag,
                    "recognizer_temperature": recognizer_temperature,
-                   "lambda_saturation": lambda_saturation}
+                   "lambda_saturation": lambda_saturation, "lambda_ssim": lambda_ssim}
         negative = {k: v for k, v in weights.items() if v < 0}
         if negative:
             raise ValueError(f"loss weights must be >= 0, received {negative}")
@@ -289,6 +292,7 @@ class PrivacyGAN(keras.Model):
                     for r in self.recognizers]
             self.recognizer_stats = _ReferenceStats(dims, classifier.num_classes)
         self.lambda_saturation = float(lambda_saturation)
+        self.lambda_ssim = float(lambda_ssim)
         if lambda_face > 0 and face_score is None:
             raise ValueError(f"lambda_face={lambda_face} needs a face_score")
         self.face_score, self.lambda_face = face_score, float(lambda_face)
@@ -305,11 +309,11 @@ class PrivacyGAN(keras.Model):
         self.built = True
         names = {
             "classifier": ("loss_d", "d_acc_original"),
-            "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
-                            "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
-                            "loss_landmarks", "loss_face_flag", "d_acc_original",
+            "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity",
+                            "loss_color", "loss_realism", "loss_critic", "loss_recognizer",
+                            "loss_face", "loss_landmarks", "loss_face_flag", "d_acc_original",
                             "d_acc_modified"),
-            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_identity", "loss_color",
+            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity", "loss_color",
                       "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
                       "loss_landmarks", "loss_face_flag", "loss_det", "d_acc_original",
                       "d_acc_modified"),
@@ -426,6 +430,7 @@ class PrivacyGAN(keras.Model):
             "recognizer_edit_scale": self.recognizer_edit_scale,
             "recognizer_reference": self.recognizer_reference,
             "lambda_saturation": self.lambda_saturation,
+            "lambda_ssim": self.lambda_ssim,
             "lambda_face": self.lambda_face,
             "face_score_weights": self.face_score.weights if self.face_score else "",
             "lambda_landmarks": self.lambda_landmarks,
@@ -725,6 +730,28 @@ class PrivacyGAN(keras.Model):
 
         return tf.abs(tf.reduce_mean(saturation(modified) - saturation(faces), axis=[1, 2]))
 
+    @staticmethod
+    def _ssim(modified, faces, win: int = 7):
+        """Mean SSIM per face over R, G and B, as the yardstick measures it on 0-255 pixels
+        (scikit-image's default: a `win` x `win` uniform window, sample covariances). Faces
+        come in [-1, 1] and go to [0, 1] first: SSIM's brightness factor assumes pixels >= 0.
+        M(f) is clipped as the export will."""
+        x = (tf.clip_by_value(modified, -1.0, 1.0) + 1.0) / 2.0
+        y = (faces + 1.0) / 2.0
+        c1, c2 = 0.01 ** 2, 0.03 ** 2
+        n = float(win * win)
+
+        def mean(t):
+            return tf.nn.avg_pool2d(t, win, 1, "VALID")
+
+        mx, my = mean(x), mean(y)
+        cov = n / (n - 1.0)
+        vx = cov * (mean(x * x) - mx * mx)
+        vy = cov * (mean(y * y) - my * my)
+        vxy = cov * (mean(x * y) - mx * my)
+        ssim = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        return tf.reduce_mean(ssim, axis=[1, 2, 3])
+
     def _m_step(self, faces, labels, align, frames_data=None):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
         optional identity and colour terms (0 by default: Algorithm 1 exactly). With several
@@ -742,6 +769,10 @@ class PrivacyGAN(keras.Model):
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
             ramp = self._warmup_ramp()
             per_face = self.adv_weight * adv + ramp * self.lambda_l1 * l1
+            unlike = tf.zeros_like(l1)
+            if self.lambda_ssim > 0:
+                unlike = 1.0 - self._ssim(modified, faces)
+                per_face += ramp * self.lambda_ssim * unlike
             if self.lambda_outside > 0:
                 per_face += ramp * self.lambda_outside * tf.reduce_mean(
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
@@ -789,6 +820,7 @@ class PrivacyGAN(keras.Model):
             self.trackers["loss_det"].update_state(det)
         self.trackers["loss_adv"].update_state(tf.reduce_mean(adv))
         self.trackers["loss_l1"].update_state(tf.reduce_mean(l1))
+        self.trackers["loss_ssim"].update_state(tf.reduce_mean(unlike))
         self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))
         self.trackers["loss_color"].update_state(tf.reduce_mean(color))
         self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
