@@ -216,7 +216,8 @@ class PrivacyGAN(keras.Model):
                  warmup_steps: int = 0,
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
-                 lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0, recognizer_reference: str = "photo",
+                 lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0,
+                 recognizer_reference: str = "photo",
                  face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
@@ -313,10 +314,10 @@ class PrivacyGAN(keras.Model):
                             "loss_color", "loss_realism", "loss_critic", "loss_recognizer",
                             "loss_face", "loss_landmarks", "loss_face_flag", "d_acc_original",
                             "d_acc_modified"),
-            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity", "loss_color",
-                      "loss_realism", "loss_critic", "loss_recognizer", "loss_face",
-                      "loss_landmarks", "loss_face_flag", "loss_det", "d_acc_original",
-                      "d_acc_modified"),
+            "joint": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity",
+                      "loss_color", "loss_realism", "loss_critic", "loss_recognizer",
+                      "loss_face", "loss_landmarks", "loss_face_flag", "loss_det",
+                      "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
