@@ -201,6 +201,11 @@ class TrainConfig:
     # person's training photos, the mean over all faces taken off both: what another photo of
     # the person shares with this one, which is what an attacker matches)
     recognizer_reference: str = "photo"
+    # the recognizers see M(f) with Gaussian noise of this std ([-1, 1] pixels) and a blur of
+    # random strength up to this sigma (pixels of M's face): an edit that only fine pixel
+    # patterns carry (lost to int8, cameras, other recognizers) earns less
+    recognizer_noise: float = 0.0
+    recognizer_blur: float = 0.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)

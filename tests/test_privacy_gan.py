@@ -244,3 +244,36 @@ def test_ssim_weight_is_validated_and_kept_in_the_config():
     gan = PrivacyGAN(m, d, lambda_ssim=3.0)
     assert PrivacyGAN.from_config(gan.get_config()).lambda_ssim == 3.0
     assert "loss_ssim" in [t.name for t in gan.metrics]
+
+
+def test_recognizer_degradation_takes_fine_patterns_not_light_or_shape():
+    from privacy_anon.training.privacy_gan import _degrade
+
+    n, size = 64, 32
+    yy, xx = np.mgrid[:size, :size]
+    stripes = np.where((xx + yy) % 2 == 0, 0.2, -0.2)  # a 1-pixel pattern
+    ramp = (xx / size - 0.5) * 0.8  # light changing across the face
+    images = tf.constant(np.broadcast_to((stripes + ramp)[None, :, :, None], (n, size, size, 3)),
+                         tf.float32)
+    tf.random.set_seed(0)
+    out = _degrade(images, 0.0, 1.0).numpy()
+    # each face its own blur strength: the pattern keeps between none and all of its
+    # amplitude, about half on average; the ramp (away from the border) stays
+    left = np.abs(out - ramp[None, :, :, None])[:, 4:-4, 4:-4].mean(axis=(1, 2, 3)) / 0.2
+    assert np.all(left <= 1.0 + 1e-4) and 0.3 < left.mean() < 0.7 and left.std() > 0.1
+    smooth = tf.constant(np.broadcast_to(ramp[None, :, :, None], (n, size, size, 3)), tf.float32)
+    assert np.abs(_degrade(smooth, 0.0, 1.0).numpy() - ramp[None, :, :, None])[:, 4:-4, 4:-4].max() < 1e-4
+    noisy = _degrade(smooth, 0.03, 0.0).numpy() - ramp[None, :, :, None]
+    assert abs(noisy.std() - 0.03) < 0.002 and abs(noisy.mean()) < 0.002
+    assert _degrade(images, 0.0, 0.0) is images
+
+
+def test_recognizer_degradation_is_validated_and_kept_in_the_config():
+    cfg = get_preset("tiny")
+    m, d = build_modifier(cfg.modifier), build_classifier(cfg.classifier, 3)
+    for bad in ({"recognizer_noise": -0.1}, {"recognizer_blur": -1.0}):
+        with pytest.raises(ValueError, match="recognizer_noise"):
+            PrivacyGAN(m, d, **bad)
+    gan = PrivacyGAN(m, d, recognizer_noise=0.03, recognizer_blur=1.0)
+    config = PrivacyGAN.from_config(gan.get_config()).get_config()
+    assert (config["recognizer_noise"], config["recognizer_blur"]) == (0.03, 1.0)

@@ -326,6 +326,7 @@ def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_pat
     _train_refuses(tmp_path, "train: {lambda_recognizer: 1.0}\n", "train.recognizer")
     _train_refuses(tmp_path, "train: {recognizer_edit_scale: 0}\n", "train.recognizer_edit_scale")
     _train_refuses(tmp_path, "train: {recognizer_reference: people}\n", "train.recognizer_reference")
+    _train_refuses(tmp_path, "train: {recognizer_blur: -1}\n", "train.recognizer_blur")
 
 
 def test_the_view_is_zoom_times_ds_aligned_width(recognizer):

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from privacy_anon.config import CHOICES
@@ -55,6 +56,28 @@ def _across_workers() -> bool:
     strategy = tf.distribute.get_strategy()
     in_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(in_mode and in_mode())
+
+
+def _degrade(images, noise: float, blur: float):
+    """Each image through its own draw of a mild degradation: a Gaussian blur of random
+    strength (a mix, weight U(0, 1), of the image and its blur at sigma `blur` pixels) and
+    Gaussian noise of std `noise` (on [-1, 1] pixels). 0 and 0 return `images` as is."""
+    if blur > 0:
+        radius = max(1, int(math.ceil(2.0 * blur)))
+        taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / blur) ** 2)
+        taps = tf.constant(taps / taps.sum(), tf.float32)
+        channels = images.shape[-1]
+        row = tf.tile(tf.reshape(taps, [1, -1, 1, 1]), [1, 1, channels, 1])
+        col = tf.tile(tf.reshape(taps, [-1, 1, 1, 1]), [1, 1, channels, 1])
+        pad = [[0, 0], [radius, radius], [radius, radius], [0, 0]]
+        blurred = tf.pad(images, pad, mode="REFLECT")
+        blurred = tf.nn.depthwise_conv2d(blurred, row, [1, 1, 1, 1], "VALID")
+        blurred = tf.nn.depthwise_conv2d(blurred, col, [1, 1, 1, 1], "VALID")
+        mix = tf.random.uniform([tf.shape(images)[0], 1, 1, 1])
+        images = images + mix * (blurred - images)
+    if noise > 0:
+        images = images + tf.random.normal(tf.shape(images), stddev=noise)
+    return images
 
 
 def _mean(tensors):
@@ -184,6 +207,11 @@ class PrivacyGAN(keras.Model):
             `lambda_recognizer` / s, so M's first push (at the identity) is as strong as at
             s = 1: measured, at s = 0.625 without it M was still the identity at step 100.
             1 in the paper (no recognizer).
+        recognizer_noise, recognizer_blur: the recognizers see M(f) through a random mild
+            degradation (`_degrade`: Gaussian noise of this std on [-1, 1] pixels, a blur
+            of random strength up to sigma `recognizer_blur` pixels), so an edit that fools
+            them only through fine pixel patterns, which int8 rounding, a camera or another
+            recognizer need not keep, earns less. 0 in the paper (no recognizer).
         lambda_saturation: weight of |mean HSV saturation of M(f) - of f| per face: the
             colour statistic the yardstick reports, which a brightness-only edit moves and
             the YCbCr chroma term does not see. 0 in the paper.
@@ -217,8 +245,8 @@ class PrivacyGAN(keras.Model):
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
                  lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0,
-                 recognizer_reference: str = "photo",
-                 face_score=None, lambda_face: float = 0.0, face_mesh=None,
+                 recognizer_reference: str = "photo", recognizer_noise: float = 0.0,
+                 recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0, face_mesh=None,
                  lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
@@ -281,6 +309,11 @@ class PrivacyGAN(keras.Model):
             raise ValueError("`recognizer_edit_scale` must be in (0, 1], received "
                              f"{recognizer_edit_scale}")
         self.recognizer_edit_scale = float(recognizer_edit_scale)
+        if recognizer_noise < 0 or recognizer_blur < 0:
+            raise ValueError("`recognizer_noise` and `recognizer_blur` must be >= 0, received "
+                             f"{recognizer_noise} and {recognizer_blur}")
+        self.recognizer_noise = float(recognizer_noise)
+        self.recognizer_blur = float(recognizer_blur)
         if recognizer_reference not in RECOGNIZER_REFERENCES:
             raise ValueError(f"`recognizer_reference` must be one of {RECOGNIZER_REFERENCES}, "
                              f"received {recognizer_reference!r}")
@@ -430,6 +463,8 @@ class PrivacyGAN(keras.Model):
             "recognizer_temperature": self.recognizer_temperature,
             "recognizer_edit_scale": self.recognizer_edit_scale,
             "recognizer_reference": self.recognizer_reference,
+            "recognizer_noise": self.recognizer_noise,
+            "recognizer_blur": self.recognizer_blur,
             "lambda_saturation": self.lambda_saturation,
             "lambda_ssim": self.lambda_ssim,
             "lambda_face": self.lambda_face,
@@ -649,7 +684,8 @@ class PrivacyGAN(keras.Model):
         terms = []
         for k, rec in enumerate(self.recognizers):
             size = (rec.input_size, rec.input_size)
-            e_mod = rec(geometry.warp_affine(modified, rec.view_matrices(self._views(align), h, w), size))
+            seen = _degrade(modified, self.recognizer_noise, self.recognizer_blur)
+            e_mod = rec(geometry.warp_affine(seen, rec.view_matrices(self._views(align), h, w), size))
             e_orig = tf.stop_gradient(
                 rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
             if self.recognizer_stats is not None:

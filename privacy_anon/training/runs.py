@@ -408,6 +408,9 @@ def check_recognizer(cfg) -> None:
     if not 0.0 < t.recognizer_edit_scale <= 1.0:
         raise InputError(f"train.recognizer_edit_scale must be in (0, 1], received "
                          f"{t.recognizer_edit_scale}")
+    if t.recognizer_noise < 0 or t.recognizer_blur < 0:
+        raise InputError(f"train.recognizer_noise and train.recognizer_blur must be >= 0, "
+                         f"received {t.recognizer_noise} and {t.recognizer_blur}")
     names = recognizer_names(t.recognizer)
     if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
                                     or len(set(names)) != len(names)):
@@ -591,6 +594,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          recognizer_temperature=t.recognizer_temperature,
                          recognizer_edit_scale=t.recognizer_edit_scale,
                          recognizer_reference=t.recognizer_reference,
+                         recognizer_noise=t.recognizer_noise, recognizer_blur=t.recognizer_blur,
                          lambda_saturation=t.lambda_saturation,
                          lambda_ssim=t.lambda_ssim, warmup_steps=t.warmup_steps,
                          face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
