@@ -73,10 +73,12 @@ METHODS = [ChannelEdit("y-blur8", coarse, keep), ChannelEdit("y-flat", flat, kee
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--faces", required=True, help="folder-per-identity photos")
-    p.add_argument("--faces-box-cache", required=True, help="their `detect-faces --format folders` cache")
+    p.add_argument("--faces-box-cache", required=True,
+                   help="their `detect-faces --format folders` cache")
     p.add_argument("--identities", help="only these identity folders (one name per line)")
     p.add_argument("--max-photos", type=int, default=300)
-    p.add_argument("--faceres", help="a second attacker: the folder with faceres.json and faceres.bin")
+    p.add_argument("--faceres",
+                   help="a second attacker: the folder with faceres.json and faceres.bin")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="photo subset and pairs")
     p.add_argument("--out", required=True, help="report folder")
@@ -87,7 +89,8 @@ def main() -> None:
     results = run_yardstick(args.faces, args.faces_box_cache, args.identities,
                            ["none", "blur8", *METHODS], args.out, max_photos=args.max_photos,
                            workers=args.workers, seed=args.seed, faceres=args.faceres)
-    print("| method | re-id %, dlib | re-id %, faceres | still a face % | SSIM | sat. added | chroma shift |")
+    print("| method | re-id %, dlib | re-id %, faceres | still a face % | SSIM | sat. added "
+          "| chroma shift |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for name, m in results.items():
         print(f"| {name} | {100 * m['reid_accuracy']:.1f} | "

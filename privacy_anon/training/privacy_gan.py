@@ -246,8 +246,8 @@ class PrivacyGAN(keras.Model):
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
                  lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0,
                  recognizer_reference: str = "photo", recognizer_noise: float = 0.0,
-                 recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0, face_mesh=None,
-                 lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
+                 recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0,
+                 face_mesh=None, lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -685,7 +685,8 @@ class PrivacyGAN(keras.Model):
         for k, rec in enumerate(self.recognizers):
             size = (rec.input_size, rec.input_size)
             seen = _degrade(modified, self.recognizer_noise, self.recognizer_blur)
-            e_mod = rec(geometry.warp_affine(seen, rec.view_matrices(self._views(align), h, w), size))
+            view = rec.view_matrices(self._views(align), h, w)
+            e_mod = rec(geometry.warp_affine(seen, view, size))
             e_orig = tf.stop_gradient(
                 rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
             if self.recognizer_stats is not None:
