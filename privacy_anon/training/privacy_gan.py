@@ -247,7 +247,8 @@ class PrivacyGAN(keras.Model):
                  lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0,
                  recognizer_reference: str = "photo", recognizer_noise: float = 0.0,
                  recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0,
-                 face_mesh=None, lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0, **kwargs):
+                 face_mesh=None, lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0,
+                 **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
