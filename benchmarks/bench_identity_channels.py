@@ -31,7 +31,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from privacy_anon.baselines import CropModifier  # noqa: E402
+from privacy_anon.baselines import Blur, CropModifier  # noqa: E402
+
+BLUR8 = Blur(8)
 
 
 class ChannelEdit(CropModifier):
@@ -51,11 +53,9 @@ def keep(x):
     return x
 
 
-def coarse(x, size: int = 8):
-    """Down-sampled to `size` x `size` (area) and back (bilinear), as the blur8 baseline."""
-    h, w = x.shape[:2]
-    small = cv2.resize(x, (min(size, w), min(size, h)), interpolation=cv2.INTER_AREA)
-    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR).reshape(x.shape)
+def coarse(x):
+    """Down-sampled to 8 x 8 and back, as the blur8 baseline does to a whole crop."""
+    return BLUR8._modify(x).reshape(x.shape)
 
 
 def flat(x):
