@@ -1,0 +1,236 @@
+"""How far M's own loss can go: each photo's edit optimized alone, then the yardstick; by hand.
+
+M is one network for every face, trained on other people's photos; its loss (the
+recognizer hinge, the face and landmark terms, the image terms of a run's config) is what
+it minimizes on average. Here that same loss is minimized for each held-out face on its
+own: a free one-channel light edit per photo (what `output_mode: luma` may paint), Adam for
+--steps steps from no edit, through the same frozen recognizers, detectors and jittered
+views as training (`PrivacyGAN._m_step`). The realism critic and the warm-up are left out.
+
+The yardstick (`privacy-anon evaluate`'s: dlib as the attacker at the original face location,
+MTCNN for "still a face", SSIM in the box) then says what the loss buys against a recognizer
+it never saw when nothing limits the edit but the loss itself:
+
+- if the per-photo edits re-identify about as often as the run's M does, M already finds
+  what its loss asks for and a bigger or longer-trained M will not get closer to chance;
+  the loss (what the training recognizers read) is the limit;
+- if they re-identify far less at the same faces and SSIM, M is the limit.
+
+Each face is cut as the yardstick cuts it (the cached box x1.6) and resized to M's input, as
+M sees it; the run's landmarks CSV gives its alignment. Photos are only read; the report
+goes to --out. About 1.4 s per step for 32 faces on 2 cores (100 steps: ~25 min per 300
+photos).
+
+Example:
+    python benchmarks/bench_edit_ceiling.py --run RUN --faces ../shared/data/celeba-mini \
+        --recognizer-weights HM --out OUT [--set "train: {lambda_recognizer: 50}"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def digest(crop: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(crop).tobytes()).hexdigest()
+
+
+def crop_landmarks(faces_root, photos, marks, size: int, enlarge: float) -> dict:
+    """{digest of the crop the yardstick will cut: its 5 landmarks in M's size x size view}."""
+    from privacy_anon.baselines import face_regions
+    from privacy_anon.evaluation.verification import load_rgb
+
+    out = {}
+    for p in photos:
+        if p.key not in marks:
+            continue  # no landmarks: the edit is refused for it (KeyError below)
+        image = load_rgb(Path(faces_root) / p.key)
+        (x1, y1, x2, y2), = face_regions(np.asarray([p.box]), image.shape[1], image.shape[0],
+                                         enlarge)
+        scale = np.array([size / (x2 - x1), size / (y2 - y1)], np.float32)
+        out[digest(image[y1:y2, x1:x2])] = (marks[p.key] - [x1, y1]) * scale
+    return out
+
+
+class PerPhotoEdit:
+    """A modifier (`.name`, `.modify_crops`) that optimizes each crop's own edit."""
+
+    def __init__(self, gan, delta, marks: dict, steps: int, lr: float, name: str):
+        import tensorflow as tf
+
+        from privacy_anon.faces import geometry
+
+        self.gan, self.delta, self.marks = gan, delta, marks
+        self.steps, self.lr, self.name = steps, lr, name
+        self.cache_key = name
+        self.size = gan.modifier.input_size
+        self.batch = int(delta.shape[0])
+        self.geometry = geometry
+        self.step = tf.function(lambda f, a: gan._m_step(f, tf.zeros([self.batch], tf.int32), a))
+        self.log = []
+
+    def _resize_in(self, c):
+        interp = cv2.INTER_AREA if max(c.shape[:2]) > self.size else cv2.INTER_LINEAR
+        return cv2.resize(c, (self.size, self.size), interpolation=interp)
+
+    def modify_crops(self, crops):
+        import tensorflow as tf
+
+        d = self.gan.classifier
+        out = []
+        for start in range(0, len(crops), self.batch):
+            chunk = crops[start:start + self.batch]
+            try:
+                marks = np.stack([self.marks[digest(c)] for c in chunk])
+            except KeyError:
+                raise SystemExit("a crop without cached landmarks: rerun with the run's CSV")
+            n = len(chunk)
+            pad = self.batch - n  # a fixed batch: one traced step for every chunk
+            x = np.stack([self._resize_in(c) for c in chunk]).astype(np.float32) / 127.5 - 1
+            x = np.concatenate([x, x[:1].repeat(pad, 0)]) if pad else x
+            marks = np.concatenate([marks, marks[:1].repeat(pad, 0)]) if pad else marks
+            align = self.geometry.alignment_matrix(tf.constant(marks, tf.float32),
+                                                   d.input_height, d.input_width)
+            self.delta.assign(tf.zeros_like(self.delta))
+            for v in self.gan.m_optimizer.variables:  # Adam's moments and step, not its rate
+                if "learning_rate" not in v.name:
+                    v.assign(tf.zeros_like(v))
+            t = time.perf_counter()
+            for s in range(self.steps):
+                if s == self.steps - 1:
+                    for tracker in self.gan.trackers.values():
+                        tracker.reset_state()
+                self.step(tf.constant(x), align)
+            losses = {k: round(float(v.result()), 4) for k, v in self.gan.trackers.items()
+                      if k.startswith("loss_")}
+            self.log.append({"faces": n, "seconds": round(time.perf_counter() - t, 1), **losses})
+            print(json.dumps(self.log[-1]), file=sys.stderr, flush=True)
+            y = np.clip(x + self.delta.numpy(), -1, 1)[:n]
+            y = np.rint((y + 1) * 127.5).astype(np.uint8)
+            out += [cv2.resize(img, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
+                    for img, c in zip(y, chunk)]
+        return out
+
+
+def build_gan(cfg, classifier_file: Path, batch: int):
+    """PrivacyGAN as `train` builds it for `cfg`, with a free per-photo edit in M's place."""
+    import keras
+    import tensorflow as tf
+
+    from privacy_anon.models.recognizer import (FrozenFaceMesh, FrozenFaceScore,
+                                                FrozenRecognizer, recognizer_names)
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+    from privacy_anon.training.runs import load_keras_part
+
+    t, size = cfg.train, cfg.modifier.input_size
+
+    class Edit(keras.layers.Layer):
+        """x plus a free light edit (one channel, added to R, G and B alike)."""
+
+        input_size = size
+
+        def __init__(self):
+            super().__init__()
+            self.delta = self.add_weight(shape=(batch, size, size, 1), initializer="zeros",
+                                         name="delta")
+            self.built = True
+
+        def call(self, x, training=False):
+            return x + self.delta
+
+    edit = Edit()
+    classifier = load_keras_part(classifier_file, "classifier")
+    recognizers = [FrozenRecognizer(n, zoom=t.recognizer_zoom, weights=t.recognizer_weights)
+                   for n in recognizer_names(t.recognizer)] if t.lambda_recognizer > 0 else None
+    face_score = FrozenFaceScore(t.recognizer_weights) if t.lambda_face > 0 else None
+    mesh = (FrozenFaceMesh(t.recognizer_weights)
+            if t.lambda_landmarks > 0 or t.lambda_face_flag > 0 else None)
+    gan = PrivacyGAN(edit, classifier, None, stage="adversarial", lambda_l1=t.lambda_l1,
+                     adv_weight=t.adv_weight, adv_loss=t.adv_loss,
+                     lambda_identity=t.lambda_identity, lambda_color=t.lambda_color,
+                     lambda_lowpass=t.lambda_lowpass, view_jitter=t.view_jitter,
+                     recognizer=recognizers, lambda_recognizer=t.lambda_recognizer,
+                     recognizer_margin=t.recognizer_margin,
+                     recognizer_temperature=t.recognizer_temperature,
+                     recognizer_noise=t.recognizer_noise, recognizer_blur=t.recognizer_blur,
+                     lambda_saturation=t.lambda_saturation, lambda_ssim=t.lambda_ssim,
+                     face_score=face_score, lambda_face=t.lambda_face, face_mesh=mesh,
+                     lambda_landmarks=t.lambda_landmarks, lambda_face_flag=t.lambda_face_flag)
+    gan.compile(m_optimizer=keras.optimizers.Adam(t.lr_modifier),
+                d_optimizer=[keras.optimizers.Adam(1e-4)])
+    gan.m_optimizer.build(edit.trainable_variables)
+    del tf
+    return gan, edit.delta
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True,
+                   help="a trained run: config.yaml, classifier.keras, faces/, "
+                        "heldout_identities.txt")
+    p.add_argument("--faces", required=True, help="folder-per-identity photos")
+    p.add_argument("--recognizer-weights", help="the models folder (faceres, BlazeFace, FaceMesh)")
+    p.add_argument("--set", default="", help="YAML overrides of the run's config")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--lr", type=float, default=0.01, help="Adam's step on [-1, 1] pixels")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--max-photos", type=int, default=300)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="photo subset, pairs, view draws")
+    p.add_argument("--faceres", help="a second attacker: the folder with faceres.json/.bin")
+    p.add_argument("--name", default="per-photo")
+    p.add_argument("--out", required=True, help="report folder")
+    args = p.parse_args()
+
+    import tensorflow as tf
+    import yaml
+
+    from privacy_anon.config import apply_overrides, load_config
+    from privacy_anon.data.faces import read_landmarks_csv
+    from privacy_anon.evaluation.yardstick import run_yardstick, select_photos
+
+    run = Path(args.run)
+    tf.random.set_seed(args.seed)
+    cfg = load_config("mobile", run / "config.yaml")
+    overrides = yaml.safe_load(args.set) if args.set else None
+    if overrides:
+        cfg = apply_overrides(cfg, overrides, source="--set")
+    if args.recognizer_weights:
+        cfg = apply_overrides(cfg, {"train": {"recognizer_weights": args.recognizer_weights}})
+    cfg = apply_overrides(cfg, {"train": {"lr_modifier": args.lr}})
+    gan, delta = build_gan(cfg, run / "classifier.keras", args.batch)
+    identities = run / "heldout_identities.txt"
+    photos, _ = select_photos(args.faces, run / "faces", identities, args.max_photos, args.seed)
+    marks = crop_landmarks(args.faces, photos, read_landmarks_csv(run / "faces" / "landmarks.csv"),
+                           cfg.modifier.input_size, cfg.face_detection.enlarge)
+    print(f"{len(marks)} of {len(photos)} photos have landmarks", file=sys.stderr)
+    edit = PerPhotoEdit(gan, delta, marks, args.steps, args.lr, args.name)
+    results = run_yardstick(args.faces, run / "faces", identities, ["none", edit], args.out,
+                            max_photos=args.max_photos, workers=args.workers, seed=args.seed,
+                            faceres=args.faceres)
+    Path(args.out, "edit_log.json").write_text(json.dumps(
+        {"train": cfg.train.__dict__, "steps": args.steps, "lr": args.lr, "batches": edit.log},
+        indent=1, default=str))
+    print("| method | re-id %, dlib | re-id %, faceres | still a face % | SSIM | sat. added "
+          "| landmarks / IOD |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, m in results.items():
+        print(f"| {name} | {100 * m['reid_accuracy']:.1f} | "
+              f"{100 * m.get('faceres_reid_accuracy', float('nan')):.1f} | "
+              f"{100 * m['face_found']:.1f} | {m['ssim']:.3f} | {m['saturation_added']:+.1f} | "
+              f"{m.get('landmark_shift_iod', float('nan')):.3f} |")
+
+
+if __name__ == "__main__":
+    main()
