@@ -17,13 +17,15 @@ it never saw when nothing limits the edit but the loss itself:
 - if they re-identify far less at the same faces and SSIM, M is the limit.
 
 Each face is cut as the yardstick cuts it (the cached box x1.6) and resized to M's input, as
-M sees it; the run's landmarks CSV gives its alignment. Photos are only read; the report
-goes to --out. About 1.4 s per step for 32 faces on 2 cores (100 steps: ~25 min per 300
-photos).
+M sees it; the run's landmarks CSV gives its alignment. `--grid N` lets the edit paint only
+an N x N field up-sampled to M's size (coarse patterns), `--jpeg Q` also measures every
+method with its photos stored as JPEG at quality Q, `--modifier RUN` measures that M beside.
+Photos are only read; the report goes to --out. About 3 s a step for 32 faces on 2 cores
+(20 steps: ~11 min per 300 photos).
 
 Example:
     python benchmarks/bench_edit_ceiling.py --run RUN --faces ../shared/data/celeba-mini \
-        --recognizer-weights HM --out OUT [--set "train: {lambda_recognizer: 50}"]
+        --recognizer-weights HM --steps 20 --lr 0.02 --jpeg 75 --modifier RUN --out OUT
 """
 
 from __future__ import annotations
@@ -66,25 +68,33 @@ def crop_landmarks(faces_root, photos, marks, size: int, enlarge: float) -> dict
 class PerPhotoEdit:
     """A modifier (`.name`, `.modify_crops`) that optimizes each crop's own edit."""
 
-    def __init__(self, gan, delta, marks: dict, steps: int, lr: float, name: str):
+    def __init__(self, gan, edit, marks: dict, steps: int, lr: float, name: str):
         import tensorflow as tf
 
         from privacy_anon.faces import geometry
 
-        self.gan, self.delta, self.marks = gan, delta, marks
+        self.gan, self.edit, self.delta, self.marks = gan, edit, edit.delta, marks
         self.steps, self.lr, self.name = steps, lr, name
         self.cache_key = name
         self.size = gan.modifier.input_size
-        self.batch = int(delta.shape[0])
+        self.batch = int(self.delta.shape[0])
         self.geometry = geometry
         self.step = tf.function(lambda f, a: gan._m_step(f, tf.zeros([self.batch], tf.int32), a))
         self.log = []
+        self.done = {}  # crop digest -> edited crop: a second pass (--jpeg) reuses the edits
 
     def _resize_in(self, c):
         interp = cv2.INTER_AREA if max(c.shape[:2]) > self.size else cv2.INTER_LINEAR
         return cv2.resize(c, (self.size, self.size), interpolation=interp)
 
     def modify_crops(self, crops):
+        keys = [digest(c) for c in crops]
+        todo = [c for c, k in zip(crops, keys) if k not in self.done]
+        for c, new in zip(todo, self._optimize(todo)):
+            self.done[digest(c)] = new
+        return [self.done[k] for k in keys]
+
+    def _optimize(self, crops):
         import tensorflow as tf
 
         d = self.gan.classifier
@@ -94,7 +104,9 @@ class PerPhotoEdit:
             try:
                 marks = np.stack([self.marks[digest(c)] for c in chunk])
             except KeyError:
-                raise SystemExit("a crop without cached landmarks: rerun with the run's CSV")
+                print("a photo the yardstick measures has no row in the run's "
+                      "faces/landmarks.csv", file=sys.stderr)
+                raise SystemExit(2) from None
             n = len(chunk)
             pad = self.batch - n  # a fixed batch: one traced step for every chunk
             x = np.stack([self._resize_in(c) for c in chunk]).astype(np.float32) / 127.5 - 1
@@ -116,15 +128,37 @@ class PerPhotoEdit:
                       if k.startswith("loss_")}
             self.log.append({"faces": n, "seconds": round(time.perf_counter() - t, 1), **losses})
             print(json.dumps(self.log[-1]), file=sys.stderr, flush=True)
-            y = np.clip(x + self.delta.numpy(), -1, 1)[:n]
+            y = np.clip(x + self.edit.field().numpy(), -1, 1)[:n]
             y = np.rint((y + 1) * 127.5).astype(np.uint8)
             out += [cv2.resize(img, (c.shape[1], c.shape[0]), interpolation=cv2.INTER_LINEAR)
                     for img, c in zip(y, chunk)]
         return out
 
 
-def build_gan(cfg, classifier_file: Path, batch: int):
-    """PrivacyGAN as `train` builds it for `cfg`, with a free per-photo edit in M's place."""
+def jpeg_method(method, quality: int):
+    """`method` (a yardstick CropMethod) with its photos saved as JPEG at `quality` and read
+    back: what an edit keeps once a photo or video is stored (fine patterns go first)."""
+    from privacy_anon.evaluation.yardstick import CropMethod
+
+    class Jpeg(CropMethod):
+        def __init__(self):  # noqa: D107 (wraps, does not crop itself)
+            self.method, self.quality = method, int(quality)
+            self.name = f"{method.name}-jpeg{quality}"
+            key = getattr(method, "cache_key", None)
+            self.cache_key = f"{key}-jpeg{quality}" if key else None
+
+        def modify(self, images, boxes):
+            out, covered = self.method.modify(images, boxes)
+            flag = [int(cv2.IMWRITE_JPEG_QUALITY), self.quality]
+            return [cv2.imdecode(cv2.imencode(".jpg", im[..., ::-1], flag)[1],
+                                 cv2.IMREAD_COLOR)[..., ::-1].copy() for im in out], covered
+
+    return Jpeg()
+
+
+def build_gan(cfg, classifier_file: Path, batch: int, grid: int = 0):
+    """PrivacyGAN as `train` builds it for `cfg`, with a free per-photo edit in M's place
+    (`grid` > 0: a grid x grid edit up-sampled bilinearly, so only coarser patterns)."""
     import keras
     import tensorflow as tf
 
@@ -142,12 +176,18 @@ def build_gan(cfg, classifier_file: Path, batch: int):
 
         def __init__(self):
             super().__init__()
-            self.delta = self.add_weight(shape=(batch, size, size, 1), initializer="zeros",
+            side = grid or size
+            self.delta = self.add_weight(shape=(batch, side, side, 1), initializer="zeros",
                                          name="delta")
             self.built = True
 
         def call(self, x, training=False):
-            return x + self.delta
+            return x + self.field()
+
+        def field(self):
+            if not grid:
+                return self.delta
+            return tf.image.resize(self.delta, (size, size), method="bilinear")
 
     edit = Edit()
     classifier = load_keras_part(classifier_file, "classifier")
@@ -170,8 +210,7 @@ def build_gan(cfg, classifier_file: Path, batch: int):
     gan.compile(m_optimizer=keras.optimizers.Adam(t.lr_modifier),
                 d_optimizer=[keras.optimizers.Adam(1e-4)])
     gan.m_optimizer.build(edit.trainable_variables)
-    del tf
-    return gan, edit.delta
+    return gan, edit
 
 
 def main() -> None:
@@ -182,14 +221,19 @@ def main() -> None:
     p.add_argument("--faces", required=True, help="folder-per-identity photos")
     p.add_argument("--recognizer-weights", help="the models folder (faceres, BlazeFace, FaceMesh)")
     p.add_argument("--set", default="", help="YAML overrides of the run's config")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--lr", type=float, default=0.01, help="Adam's step on [-1, 1] pixels")
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.02, help="Adam's step on [-1, 1] pixels")
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--grid", type=int, default=0,
+                   help="> 0: the edit is a grid x grid field up-sampled to M's size (coarse only)")
     p.add_argument("--max-photos", type=int, default=300)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0, help="photo subset, pairs, view draws")
     p.add_argument("--faceres", help="a second attacker: the folder with faceres.json/.bin")
     p.add_argument("--name", default="per-photo")
+    p.add_argument("--modifier", help="also measure this M (a run folder or .keras file)")
+    p.add_argument("--jpeg", type=int, default=0,
+                   help="also measure every method with its photos stored as JPEG at this quality")
     p.add_argument("--out", required=True, help="report folder")
     args = p.parse_args()
 
@@ -198,7 +242,8 @@ def main() -> None:
 
     from privacy_anon.config import apply_overrides, load_config
     from privacy_anon.data.faces import read_landmarks_csv
-    from privacy_anon.evaluation.yardstick import run_yardstick, select_photos
+    from privacy_anon.evaluation.models import load_modifier
+    from privacy_anon.evaluation.yardstick import CropMethod, run_yardstick, select_photos
 
     run = Path(args.run)
     tf.random.set_seed(args.seed)
@@ -209,18 +254,24 @@ def main() -> None:
     if args.recognizer_weights:
         cfg = apply_overrides(cfg, {"train": {"recognizer_weights": args.recognizer_weights}})
     cfg = apply_overrides(cfg, {"train": {"lr_modifier": args.lr}})
-    gan, delta = build_gan(cfg, run / "classifier.keras", args.batch)
+    gan, edit_layer = build_gan(cfg, run / "classifier.keras", args.batch, args.grid)
     identities = run / "heldout_identities.txt"
     photos, _ = select_photos(args.faces, run / "faces", identities, args.max_photos, args.seed)
     marks = crop_landmarks(args.faces, photos, read_landmarks_csv(run / "faces" / "landmarks.csv"),
                            cfg.modifier.input_size, cfg.face_detection.enlarge)
     print(f"{len(marks)} of {len(photos)} photos have landmarks", file=sys.stderr)
-    edit = PerPhotoEdit(gan, delta, marks, args.steps, args.lr, args.name)
-    results = run_yardstick(args.faces, run / "faces", identities, ["none", edit], args.out,
+    edit = PerPhotoEdit(gan, edit_layer, marks, args.steps, args.lr, args.name)
+    methods = [CropMethod("none"), CropMethod(edit)]
+    if args.modifier:
+        methods.insert(1, CropMethod(load_modifier(args.modifier)))
+    if args.jpeg:
+        methods += [jpeg_method(m, args.jpeg) for m in methods]
+    results = run_yardstick(args.faces, run / "faces", identities, methods, args.out,
                             max_photos=args.max_photos, workers=args.workers, seed=args.seed,
                             faceres=args.faceres)
     Path(args.out, "edit_log.json").write_text(json.dumps(
-        {"train": cfg.train.__dict__, "steps": args.steps, "lr": args.lr, "batches": edit.log},
+        {"train": cfg.train.__dict__, "steps": args.steps, "lr": args.lr, "grid": args.grid,
+         "batches": edit.log},
         indent=1, default=str))
     print("| method | re-id %, dlib | re-id %, faceres | still a face % | SSIM | sat. added "
           "| landmarks / IOD |")
