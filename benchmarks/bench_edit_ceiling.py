@@ -69,13 +69,13 @@ def crop_landmarks(faces_root, photos, marks, size: int, enlarge: float) -> dict
 class PerPhotoEdit:
     """A modifier (`.name`, `.modify_crops`) that optimizes each crop's own edit."""
 
-    def __init__(self, gan, edit, marks: dict, steps: int, lr: float, name: str, start=None):
+    def __init__(self, gan, edit, marks: dict, steps: int, name: str, start=None):
         import tensorflow as tf
 
         from privacy_anon.faces import geometry
 
         self.gan, self.edit, self.delta, self.marks = gan, edit, edit.delta, marks
-        self.steps, self.lr, self.name = steps, lr, name
+        self.steps, self.name = steps, name  # Adam's rate is the config's lr_modifier
         self.cache_key = name
         self.size = gan.modifier.input_size
         self.batch = int(self.delta.shape[0])
@@ -272,7 +272,7 @@ def main() -> None:
                            cfg.modifier.input_size, cfg.face_detection.enlarge)
     print(f"{len(marks)} of {len(photos)} photos have landmarks", file=sys.stderr)
     start = load_modifier(args.modifier) if args.modifier else None
-    edit = PerPhotoEdit(gan, edit_layer, marks, args.steps, args.lr, args.name,
+    edit = PerPhotoEdit(gan, edit_layer, marks, args.steps, args.name,
                         start.model if args.from_modifier else None)
     methods = [CropMethod("none"), CropMethod(edit)]
     if start is not None:
