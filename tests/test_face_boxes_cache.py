@@ -113,9 +113,17 @@ def test_stale_and_missing_cache(identity_root, tmp_path, blaze):
     detect_faces_in_dataset(identity_root, "folders", cache, blaze, progress=False, log=lambda s: None)
     load_face_boxes(cache, identity_root)
 
+    # touched (or copied without keeping times): same bytes, so the same faces
     target = identity_root / "bob" / "1.jpg"
     st = target.stat()
-    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+    assert len(load_face_boxes(cache, identity_root)) == 5
+    untouched = CountingDetector(blaze)
+    detect_faces_in_dataset(identity_root, "folders", cache, untouched, progress=False,
+                            log=lambda s: None)
+    assert untouched.calls == 0
+
+    _write(target, _face(0.45, 30))  # new content at the same path
     with pytest.raises(DataError, match=r"stale \(bob/1.jpg changed.*run `privacy-anon detect-faces .* --format folders"):
         load_face_boxes(cache, identity_root)
     counting = CountingDetector(blaze)

@@ -12,7 +12,7 @@ epoch. The cache is a folder:
 detector's settings (thresholds, MTCNN on/off, model file), "complete": bool, "groups":
 {group: file name under groups/}, "counts": {"frames": n, "with_face": n, "faces": n}}`.
 
-A group file: `{"group": name, "complete": bool, "files": {path: [size, mtime_ns]},
+A group file: `{"group": name, "complete": bool, "files": {path: [size, mtime_ns, digest]},
 "sizes": {path: [width, height]}, "frames": {key: [face, ...]}}`, where a face is
 `{"box": [x1, y1, x2, y2], "score": s, "landmarks": [[x, y] x 5] or null, "keypoints":
 [[x, y] x 6]}` in pixels of the original frame (landmarks in MTCNN order, see
@@ -31,11 +31,14 @@ Keys are frame paths relative to the data-set root, `/`-separated:
 - `video`: DATASET is a video file or a folder of videos (read with OpenCV); keys
   `<video path>#<frame index, 0-based>` (see `video_frame_key`).
 
-Staleness: each group file records the size and modification time (ns) of every file it
-covers. `load_face_boxes` lists the data set again and raises `DataError` naming the
-command to run if a file was added, removed or changed, if a group is missing, or if the
-run was interrupted. (Copying a data set without keeping modification times, e.g. `cp`
-without `-p`, makes its cache stale too: re-run the command.) Resuming: `detect_faces_in_dataset` writes each group file atomically
+Staleness: each group file records the size, modification time (ns) and a content digest
+(BLAKE2b of the bytes) of every file it covers. `load_face_boxes` lists the data set again and
+raises `DataError` naming the command to run if a file was added, removed or changed, if a
+group is missing, or if the run was interrupted. A file whose size and time match is taken
+as unchanged without reading it; one whose time moved (a copy without `cp -p`, a data set
+unpacked again) is read and judged by its digest, so only new content costs detection again.
+(Caches written before the digest was recorded judge by size and time alone.)
+Resuming: `detect_faces_in_dataset` writes each group file atomically
 when the group is done and, for long groups, every `flush_seconds` and on interruption;
 a re-run skips every frame already recorded for an unchanged file.
 """
@@ -199,6 +202,42 @@ def _stat(root: Path, rel: str) -> list[int] | None:
     except OSError:
         return None
     return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _digest(path: Path) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _signature(root: Path, rel: str) -> list | None:
+    """[size, mtime_ns, content digest] of a file, None when it cannot be read."""
+    stat = _stat(root, rel)
+    try:
+        return None if stat is None else stat + [_digest(root / rel)]
+    except OSError:
+        return None
+
+
+def _unchanged(recorded, root: Path, rel: str) -> list | None:
+    """The file's current signature if it still holds what `recorded` describes, else None.
+
+    Size and time as recorded: unchanged, not read. Time moved: its digest decides (a touched
+    or copied file keeps its faces; a rewritten one does not)."""
+    stat = _stat(root, rel)
+    if stat is None or not recorded or recorded[0] != stat[0]:
+        return None
+    if list(recorded[:2]) == stat:
+        return stat + list(recorded[2:])
+    if len(recorded) > 2:
+        try:
+            if _digest(root / rel) == recorded[2]:
+                return stat + [recorded[2]]
+        except OSError:
+            return None
+    return None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -379,8 +418,8 @@ def _resume_state(path: Path, group: Group, root: Path, cache: Path) -> dict:
     """The group's cached frames that are still valid (their files are unchanged)."""
     data = _read_json(path, cache) or {}
     old_files = data.get("files", {})
-    stats = {f: _stat(root, f) for f in group.files}
-    unchanged = {f for f in group.files if stats[f] is not None and old_files.get(f) == stats[f]}
+    stats = {f: _unchanged(old_files.get(f), root, f) for f in group.files}
+    unchanged = {f for f in group.files if stats[f] is not None}
     state = {"group": group.name, "complete": False, "files": {}, "sizes": {}, "frames": {},
              "frames_done": 0}
     if group.video:
@@ -413,8 +452,7 @@ def _detect_group(group: Group, state: dict, root: Path, detector, path: Path, b
     try:
         if group.video:
             video = group.files[0]
-            stat = _stat(root, video)
-            state["files"] = {video: stat}
+            state["files"] = {video: _signature(root, video)}
             index = state["frames_done"]
             for image in _video_frames(root / video, index):
                 faces = detector(image)
@@ -431,7 +469,7 @@ def _detect_group(group: Group, state: dict, root: Path, detector, path: Path, b
             for rel in group.files:
                 if rel in state["frames"]:
                     continue
-                stat = _stat(root, rel)
+                stat = _signature(root, rel)
                 image = read_image(root / rel)
                 faces = detector(image)
                 state["frames"][rel] = _face_dicts(faces)
@@ -582,7 +620,7 @@ def load_face_boxes(cache: str | Path, dataset_root: str | Path) -> FaceBoxes:
         for rel in group.files:
             if rel not in recorded:
                 problems.append(f"{rel} added")
-            elif recorded[rel] != _stat(listing.root, rel):
+            elif _unchanged(recorded[rel], listing.root, rel) is None:
                 problems.append(f"{rel} changed")
         problems += [f"{rel} removed" for rel in recorded if rel not in set(group.files)]
         frames.update(data.get("frames", {}))
