@@ -116,6 +116,24 @@ def test_two_adversaries_each_learn_and_m_fools_their_mean(parts):
                                np.mean((ident[0] + ident[1]) / 2), rtol=1e-4, atol=1e-6)
 
 
+def test_the_lowpass_and_saturation_terms_are_logged_on_their_own(parts):
+    _, x, align = parts
+    labels = tf.constant(np.repeat(np.arange(4), 4))
+    gan = _two_adversary_gan(lambda_color=1.0, lambda_lowpass=1.0, lambda_saturation=1.0)
+    gan.train_step({"faces": x, "identity": labels, "align": align})  # M leaves the identity
+    modified = gan.modifier(x, training=True)  # what the next M step sees
+    _, lowpass = gan._color_terms(modified, x)
+    saturation = gan._saturation_term(modified, x)
+    assert float(tf.reduce_mean(saturation)) > 0
+    for t in gan.trackers.values():
+        t.reset_state()
+    gan._m_step(x, labels, align)
+    np.testing.assert_allclose(gan.trackers["loss_lowpass"].result().numpy(),
+                               float(tf.reduce_mean(lowpass)), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(gan.trackers["loss_saturation"].result().numpy(),
+                               float(tf.reduce_mean(saturation)), rtol=1e-4, atol=1e-7)
+
+
 def test_extra_classifiers_round_trip_and_stay_out_of_pre_training():
     gan = _two_adversary_gan()
     again = PrivacyGAN.from_config(gan.get_config())

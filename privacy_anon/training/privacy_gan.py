@@ -345,11 +345,13 @@ class PrivacyGAN(keras.Model):
         names = {
             "classifier": ("loss_d", "d_acc_original"),
             "adversarial": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity",
-                            "loss_color", "loss_realism", "loss_critic", "loss_recognizer",
+                            "loss_color", "loss_lowpass", "loss_saturation", "loss_realism",
+                            "loss_critic", "loss_recognizer",
                             "loss_face", "loss_landmarks", "loss_face_flag", "d_acc_original",
                             "d_acc_modified"),
             "joint": ("loss_d", "loss_adv", "loss_l1", "loss_ssim", "loss_identity",
-                      "loss_color", "loss_realism", "loss_critic", "loss_recognizer",
+                      "loss_color", "loss_lowpass", "loss_saturation", "loss_realism",
+                      "loss_critic", "loss_recognizer",
                       "loss_face", "loss_landmarks", "loss_face_flag", "loss_det",
                       "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
@@ -815,7 +817,7 @@ class PrivacyGAN(keras.Model):
             if self.lambda_outside > 0:
                 per_face += ramp * self.lambda_outside * tf.reduce_mean(
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
-            identity = color = recognized = tf.zeros_like(l1)
+            identity = color = lowpass = saturation = recognized = tf.zeros_like(l1)
             if self.lambda_recognizer > 0:
                 recognized = self._recognizer_term(modified, faces, align, labels)
                 per_face += self.lambda_recognizer / self.recognizer_edit_scale * recognized
@@ -838,7 +840,8 @@ class PrivacyGAN(keras.Model):
                 color, lowpass = self._color_terms(modified, faces)
                 per_face += ramp * (self.lambda_color * color + self.lambda_lowpass * lowpass)
             if self.lambda_saturation > 0:
-                per_face += ramp * self.lambda_saturation * self._saturation_term(modified, faces)
+                saturation = self._saturation_term(modified, faces)
+                per_face += ramp * self.lambda_saturation * saturation
             realism = tf.zeros_like(l1)
             if self.lambda_realism > 0:
                 # non-saturating: M wants R to call its patches real
@@ -862,6 +865,8 @@ class PrivacyGAN(keras.Model):
         self.trackers["loss_ssim"].update_state(tf.reduce_mean(unlike))
         self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))
         self.trackers["loss_color"].update_state(tf.reduce_mean(color))
+        self.trackers["loss_lowpass"].update_state(tf.reduce_mean(lowpass))
+        self.trackers["loss_saturation"].update_state(tf.reduce_mean(saturation))
         self.trackers["loss_realism"].update_state(tf.reduce_mean(realism))
         self.trackers["loss_recognizer"].update_state(tf.reduce_mean(recognized))
         self.trackers["loss_face"].update_state(tf.reduce_mean(face))
