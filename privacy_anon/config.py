@@ -49,6 +49,9 @@ class ModifierConfig:
     upsample: str = "transpose"
     outer_kernel: int = 7  # side of the first and last conv (the paper: 7); 3: int8 face ~1.6x cheaper
     pixel_shuffle: bool = False  # True: in and out as 2x2 pixel blocks, no full-resolution layer
+    # M's training adds int8 rounding's error (times this; 1: int8's own) to every tensor an
+    # int8 model stores, so its edit survives the int8 export (0: off; inference never adds it)
+    int8_noise: float = 0.0
 
 
 @dataclass

@@ -127,9 +127,24 @@ class DepthToSpace(layers.Layer):
 VARIANCE_SCOPE = "variance"
 
 
+def int8_rounding(y, strength: float, span=None):
+    """`y` plus the error an int8 model makes storing it: uniform within half a level either
+    way, the levels 1/255 of `span` apart (default: `y`'s own range over the batch, as
+    calibration sets one scale per tensor from the range it sees), times `strength`. No
+    gradient flows through the noise. Training M through it (pseudo-quantization noise,
+    Defossez et al. 2021) asks for an edit that survives int8 rounding at every layer."""
+    import tensorflow as tf
+
+    if span is None:
+        span = tf.stop_gradient(tf.reduce_max(y) - tf.reduce_min(y))
+    return y + strength * span / 255.0 * tf.random.uniform(tf.shape(y), -0.5, 0.5)
+
+
 @keras.saving.register_keras_serializable(package="privacy_anon")
 class InstanceNorm(layers.Layer):
     """Instance normalisation over H, W per sample and channel, with a learned affine."""
+
+    int8_noise = 0.0  # set by FaceModifier: int8 rounding's noise on its tensors in training
 
     def __init__(self, epsilon: float = 1e-5, **kwargs):
         super().__init__(**kwargs)
@@ -142,9 +157,12 @@ class InstanceNorm(layers.Layer):
         self.gamma = self.add_weight(name="gamma", shape=(channels,), initializer="ones")
         self.beta = self.add_weight(name="beta", shape=(channels,), initializer="zeros")
 
-    def call(self, x):
+    def call(self, x, training=False):
+        noisy = training and self.int8_noise > 0
         mean = ops.mean(x, axis=(1, 2), keepdims=True)
         centred = x - mean
+        if noisy:  # the full-size tensors an int8 model stores: x - mean, its scaling, + beta
+            centred = int8_rounding(centred, self.int8_noise)
         # the variance path has a name of its own, so an int8 export can keep it in float
         # (`export.convert_modifier(float_variance=True)`): squares span twice the range
         with keras.name_scope(VARIANCE_SCOPE):
@@ -153,7 +171,10 @@ class InstanceNorm(layers.Layer):
             inverse = ops.rsqrt(var + self.epsilon)
         # gamma joins the per-channel scale first: one full-size multiply less (and one
         # int8 requantisation less) than centred * rsqrt * gamma, the same function
-        return centred * (inverse * self.gamma) + self.beta
+        if not noisy:
+            return centred * (inverse * self.gamma) + self.beta
+        scaled = int8_rounding(centred * (inverse * self.gamma), self.int8_noise)
+        return int8_rounding(scaled + self.beta, self.int8_noise)
 
     def get_config(self):
         return {**super().get_config(), "epsilon": self.epsilon}
@@ -186,6 +207,8 @@ def _conv_block(filters, kernel, stride, name, transpose=False, activation=True)
 class ResidualBlock(layers.Layer):
     """Two reflection-padded 3x3 convs with instance norm, and the identity shortcut."""
 
+    int8_noise = 0.0  # set by FaceModifier, like InstanceNorm's
+
     def __init__(self, filters: int, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
@@ -196,9 +219,15 @@ class ResidualBlock(layers.Layer):
         self.conv2 = layers.Conv2D(self.filters, 3, name="conv2")
         self.norm2 = InstanceNorm(name="norm2")
 
-    def call(self, x):
-        y = ops.relu(self.norm1(self.conv1(self.pad1(x))))
-        y = self.norm2(self.conv2(self.pad2(y)))
+    def call(self, x, training=False):
+        def conv(layer, y):
+            y = layer(y)
+            return int8_rounding(y, self.int8_noise) if training and self.int8_noise > 0 else y
+
+        y = ops.relu(self.norm1(conv(self.conv1, self.pad1(x)), training=training))
+        y = self.norm2(conv(self.conv2, self.pad2(y)), training=training)
+        if training and self.int8_noise > 0:
+            return int8_rounding(x + y, self.int8_noise)
         return x + y
 
     def get_config(self):
@@ -229,6 +258,11 @@ class FaceModifier(keras.Model):
         pixel_shuffle: False (the paper) or True: the face enters and leaves as 2x2 pixel
             blocks on channels, and M starts and ends at half resolution (one down- and one
             up-sampling instead of two); int8 gains least on full-resolution layers.
+        int8_noise: in training only (`training=True`), every tensor an int8 model stores
+            (conv outputs, the norms' steps, the residual sums, the output pixels) gets the
+            rounding error of an int8 scale set by its range, times this (`int8_rounding`;
+            0: off, 1: int8's own): M learns an edit its int8 export keeps. Inference and
+            the export never add it.
 
     Example:
         >>> m = FaceModifier(input_size=64, filters=8, num_blocks=2)
@@ -239,7 +273,7 @@ class FaceModifier(keras.Model):
     def __init__(self, input_size: int = 256, filters: int = 64, num_blocks: int = 9,
                  output_mode: str = "tanh", residual_amplitude: float = 1.0,
                  upsample: str = "transpose", outer_kernel: int = 7,
-                 pixel_shuffle: bool = False, **kwargs):
+                 pixel_shuffle: bool = False, int8_noise: float = 0.0, **kwargs):
         super().__init__(**kwargs)
         if input_size < 16 or input_size % 4:
             raise ValueError(f"`input_size` must be a multiple of 4 and >= 16, received input_size={input_size}")
@@ -255,6 +289,8 @@ class FaceModifier(keras.Model):
             raise ValueError(f"`upsample` must be one of {UPSAMPLES}, received upsample={upsample!r}")
         if int(outer_kernel) != outer_kernel or outer_kernel < 1 or outer_kernel % 2 == 0:
             raise ValueError(f"`outer_kernel` must be an odd integer >= 1, received outer_kernel={outer_kernel!r}")
+        if not 0 <= int8_noise <= 4:
+            raise ValueError(f"`int8_noise` must be in [0, 4], received int8_noise={int8_noise!r}")
         self.input_size = int(input_size)
         self.upsample = upsample
         self.outer_kernel = int(outer_kernel)
@@ -263,6 +299,7 @@ class FaceModifier(keras.Model):
         self.output_mode = output_mode
         self.residual_amplitude = float(residual_amplitude)
         self.pixel_shuffle = bool(pixel_shuffle)
+        self.int8_noise = float(int8_noise)
 
         f, k = self.filters, self.outer_kernel
         init = "glorot_uniform" if output_mode == "tanh" else "zeros"
@@ -285,21 +322,31 @@ class FaceModifier(keras.Model):
                                   kernel_initializer=init,
                                   name="head_conv")
         self.head_blocks = [DepthToSpace(name="head_blocks")] if self.pixel_shuffle else []
+        for layer in (*self.stem, *self.down, *self.blocks, *self.up):
+            for inner in (layer, getattr(layer, "norm1", None), getattr(layer, "norm2", None)):
+                if isinstance(inner, (InstanceNorm, ResidualBlock)):
+                    inner.int8_noise = self.int8_noise
 
     def build(self, input_shape=None):
         # Run zeros once so every layer knows its shape (the net is fully convolutional).
         self.call(ops.zeros((1, self.input_size, self.input_size, 3)))
         self.built = True
 
-    def head_logits(self, x):
+    def head_logits(self, x, training=False):
         """The head conv's output, before the tanh (and before `head_blocks` re-packs it)."""
+        noisy = training and self.int8_noise > 0
         y = x
         for layer in (*self.stem, *self.down, *self.blocks, *self.up, self.head_pad, self.head):
-            y = layer(y)
+            if isinstance(layer, (InstanceNorm, ResidualBlock)):
+                y = layer(y, training=training)
+            else:
+                y = layer(y)
+            if noisy and isinstance(layer, layers.Conv2D):  # Conv2DTranspose is one too
+                y = int8_rounding(y, self.int8_noise)
         return y
 
-    def call(self, x):
-        y = self.head_logits(x)
+    def call(self, x, training=False):
+        y = self.head_logits(x, training=training)
         for layer in self.head_blocks:
             y = layer(y)
         y = ops.tanh(y)
@@ -307,6 +354,8 @@ class FaceModifier(keras.Model):
             y = ops.clip(x + self.residual_amplitude * y * (x + 1.0), -1.0, 1.0)
         elif self.output_mode != "tanh":  # (B, H, W, 1) in "luma" mode: broadcast over R, G, B
             y = ops.clip(x + self.residual_amplitude * y, -1.0, 1.0)
+        if training and self.int8_noise > 0:  # the uint8 output pixels: 255 levels over [-1, 1]
+            y = int8_rounding(y, self.int8_noise, span=2.0)
         return y
 
     def compute_output_shape(self, input_shape):
@@ -341,6 +390,7 @@ class FaceModifier(keras.Model):
             "upsample": self.upsample,
             "outer_kernel": self.outer_kernel,
             "pixel_shuffle": self.pixel_shuffle,
+            "int8_noise": self.int8_noise,
         }
 
     @classmethod
@@ -359,6 +409,7 @@ def build_modifier(cfg) -> FaceModifier:
         upsample=cfg.upsample,
         outer_kernel=cfg.outer_kernel,
         pixel_shuffle=cfg.pixel_shuffle,
+        int8_noise=cfg.int8_noise,
         name="modifier",
     )
     m.build()
