@@ -27,6 +27,11 @@ CHOICES = {
     "modifier.upsample": ("transpose", "resize"),
     "train.recognizer_reference": ("photo", "person"),
 }
+# numeric values with bounds (inclusive), checked when a YAML or flag sets them, so a bad one
+# fails before any training (D's pre-training included) starts
+RANGES = {
+    "modifier.int8_noise": (0.0, 4.0),
+}
 
 
 @dataclass
@@ -424,6 +429,10 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any], source: str = "overr
             if allowed and value not in allowed:
                 raise ConfigError(f"{source}: {section_name}.{key} must be one of "
                                   f"{', '.join(allowed)}, got {value!r}")
+            bounds = RANGES.get(f"{section_name}.{key}")
+            if bounds and not bounds[0] <= value <= bounds[1]:
+                raise ConfigError(f"{source}: {section_name}.{key} must be in "
+                                  f"[{bounds[0]:g}, {bounds[1]:g}], got {value!r}")
             setattr(section, key, value)
         setattr(cfg, section_name, section)
     return cfg

@@ -65,3 +65,12 @@ def test_named_choices_are_checked_where_the_file_sets_them(tmp_path):
     cfg = load_config("mobile", path)
     assert cfg.modifier.upsample == "resize"
     assert get_preset("mobile").modifier.upsample == "transpose"  # every preset: the paper's
+
+
+def test_bounded_numbers_are_checked_where_the_file_sets_them(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("modifier: {int8_noise: -1}\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: modifier\.int8_noise must be in \[0, 4\], got -1"):
+        load_config("mobile", path)
+    path.write_text("modifier: {int8_noise: 1}\n")
+    assert load_config("mobile", path).modifier.int8_noise == 1.0
