@@ -261,6 +261,19 @@ class Config:
         atomic_write_text(path, self.to_yaml())
 
 
+def config_changes(before: dict[str, Any], after: dict[str, Any], prefix: str = "") -> list[str]:
+    """"section.key old -> new" for every value that differs between two `to_dict()`s (a run's
+    saved config.yaml and the one it resumes with)."""
+    changes = []
+    for key in sorted(set(before) | set(after)):
+        old, new = before.get(key), after.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} {old!r} -> {new!r}")
+    return changes
+
+
 def _to_plain(value):
     if isinstance(value, dict):
         return {k: _to_plain(v) for k, v in value.items()}

@@ -137,9 +137,15 @@ def test_finished_run_extends_to_more_steps(tmp_path):
            "--out", str(run)]
     first = subprocess.run(cmd + ["--steps", "20"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run(cmd + ["--steps", "25"], capture_output=True, text=True, timeout=600)
+    assert "config changed" not in first.stderr
+    # resumed under another config: allowed, and said
+    (tmp_path / "lr.yaml").write_text("train: {classifier_lr: 0.0005}\n")
+    second = subprocess.run(cmd + ["--steps", "25", "--config", str(tmp_path / "lr.yaml")],
+                            capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
     assert f"resuming {run} at step 20" in second.stderr
+    assert "config changed since the last run here: train.classifier_lr" in second.stderr
+    assert "-> 0.0005" in second.stderr and second.stderr.count("config changed") == 1
     rows = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 20, 25]
     assert json.loads((run / "metrics.json").read_text())["steps"] == 25

@@ -3,7 +3,8 @@
 A run directory holds:
 - `config.yaml`: the resolved config of the run;
 - `checkpoints/`: `tf.train.Checkpoint`s (M, D, A, their optimizers, the step), the newest
-  few kept; a run started again in the same directory resumes from the newest one;
+  few kept; a run started again in the same directory resumes from the newest one (under
+  the config it is given now, with what changed printed);
 - `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
 - at the end, `modifier.keras`, `classifier.keras` (with `train.adversaries` K > 1 also
   `classifier-2.keras` .. `classifier-K.keras`; `detector/` for joint/finetune) and
@@ -449,6 +450,17 @@ def pretrain_adversaries(cfg, out: Path, strategy, verbose, chief: bool, task) -
     return paths
 
 
+def _saved_config(path: Path) -> dict | None:
+    """The config a run directory's last run saved (None if there is none or it is unreadable)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _extension_chunk(done: int, steps: int, chunk: int) -> int:
     """The largest chunk <= `chunk` that divides both `done` and `steps`: Keras epochs are
     chunks, so a run resumed at `done` continues at a whole epoch and ends at `steps`."""
@@ -505,6 +517,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     faces = prepare_faces(cfg)  # bad data fails here, before anything is written
     write.mkdir(parents=True, exist_ok=True)
     face_counts = ensure_face_boxes(cfg, write) if stage in ("joint", "finetune") else {}
+    saved_config = _saved_config(write / "config.yaml")
     cfg.save(write / "config.yaml")
     if faces.strangers is not None:
         from privacy_anon.io_utils import atomic_write_text
@@ -622,6 +635,13 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
+        if saved_config is not None:
+            from privacy_anon.config import config_changes
+
+            # resuming under another config is allowed (e.g. fine-tuning with a term turned
+            # on), but never silent
+            for change in config_changes(saved_config, cfg.to_dict()):
+                print(f"  config changed since the last run here: {change}", file=sys.stderr)
     done = int(step.numpy())
     if done % chunk:  # extending a run (e.g. --steps 20, then 25): chunks that fit both counts
         chunk = _extension_chunk(done, steps, chunk)
