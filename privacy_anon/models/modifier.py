@@ -21,10 +21,11 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from privacy_anon.config import CHOICES
+from privacy_anon.config import CHOICES, RANGES
 
 OUTPUT_MODES = CHOICES["modifier.output_mode"]
 UPSAMPLES = CHOICES["modifier.upsample"]
+INT8_NOISE_RANGE = RANGES["modifier.int8_noise"]
 
 
 @contextlib.contextmanager
@@ -289,8 +290,9 @@ class FaceModifier(keras.Model):
             raise ValueError(f"`upsample` must be one of {UPSAMPLES}, received upsample={upsample!r}")
         if int(outer_kernel) != outer_kernel or outer_kernel < 1 or outer_kernel % 2 == 0:
             raise ValueError(f"`outer_kernel` must be an odd integer >= 1, received outer_kernel={outer_kernel!r}")
-        if not 0 <= int8_noise <= 4:
-            raise ValueError(f"`int8_noise` must be in [0, 4], received int8_noise={int8_noise!r}")
+        low, high = INT8_NOISE_RANGE
+        if not low <= int8_noise <= high:
+            raise ValueError(f"`int8_noise` must be in [{low:g}, {high:g}], received int8_noise={int8_noise!r}")
         self.input_size = int(input_size)
         self.upsample = upsample
         self.outer_kernel = int(outer_kernel)
