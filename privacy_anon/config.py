@@ -31,6 +31,7 @@ CHOICES = {
 # fails before any training (D's pre-training included) starts
 RANGES = {
     "modifier.int8_noise": (0.0, 4.0),
+    "train.int8_noise_from": (0.0, 1.0),
 }
 
 
@@ -216,6 +217,9 @@ class TrainConfig:
     recognizer_blur: float = 0.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
+    # modifier.int8_noise acts only from this fraction of M's steps on (0: from the first;
+    # 0.75: the last quarter), so M's edit is formed before it must survive int8 rounding
+    int8_noise_from: float = 0.0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)
     # a hinge on BlazeFace's face logit of M(f) falling below f's (capped at 3): a face
     # detector must still see a face, so lambda_recognizer can push harder (BlazeFace's

@@ -74,3 +74,6 @@ def test_bounded_numbers_are_checked_where_the_file_sets_them(tmp_path):
         load_config("mobile", path)
     path.write_text("modifier: {int8_noise: 1}\n")
     assert load_config("mobile", path).modifier.int8_noise == 1.0
+    path.write_text("train: {int8_noise_from: 1.5}\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: train\.int8_noise_from must be in \[0, 1\], got 1\.5"):
+        load_config("mobile", path)

@@ -177,3 +177,39 @@ def test_adversarial_step_under_mirrored_strategy_with_two_cpus(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout.strip().splitlines()[-1])
     assert metrics["steps"] == 10 and np.isfinite(metrics["train"]["loss_adv"])
+
+
+def test_int8_noise_turns_on_at_its_step_and_the_step_is_traced_again():
+    """`train.int8_noise_from`: before the start step M's training pass is clean, from the first
+    chunk at or after it the traced step carries the noise (read at tracing, so the callback
+    must have the step traced again)."""
+    import tensorflow as tf
+
+    from privacy_anon.models.modifier import FaceModifier
+    from privacy_anon.training.callbacks import Int8NoiseFrom
+
+    m = FaceModifier(input_size=32, filters=4, num_blocks=1, output_mode="luma",
+                     pixel_shuffle=True, int8_noise=1.0)
+    m.build()
+    m.set_weights([np.random.default_rng(0).normal(0, 0.3, w.shape) for w in m.get_weights()])
+
+    class Probe(keras.Model):
+        """Logs how far M's training pass lies from its clean pass."""
+
+        def __init__(self, modifier):
+            super().__init__()
+            self.modifier = modifier
+
+        def train_step(self, x):
+            gap = tf.reduce_max(tf.abs(self.modifier(x, training=True) - self.modifier(x)))
+            return {"gap": gap}
+
+    gaps = []
+    probe = Probe(m)
+    probe.compile()
+    x = np.random.default_rng(1).uniform(-1, 1, (8, 4, 32, 32, 3)).astype(np.float32)
+    log = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: gaps.append(float(logs["gap"])))
+    probe.fit(tf.data.Dataset.from_tensor_slices(x).repeat(), epochs=4, steps_per_epoch=2,
+              verbose=0, callbacks=[Int8NoiseFrom(m, 1.0, start_step=3, steps_per_chunk=2), log])
+    assert gaps[:2] == [0.0, 0.0] and min(gaps[2:]) > 1e-3, gaps  # on from step 4 (chunk 2)
+    assert m.int8_noise == 1.0

@@ -290,9 +290,6 @@ class FaceModifier(keras.Model):
             raise ValueError(f"`upsample` must be one of {UPSAMPLES}, received upsample={upsample!r}")
         if int(outer_kernel) != outer_kernel or outer_kernel < 1 or outer_kernel % 2 == 0:
             raise ValueError(f"`outer_kernel` must be an odd integer >= 1, received outer_kernel={outer_kernel!r}")
-        low, high = INT8_NOISE_RANGE
-        if not low <= int8_noise <= high:
-            raise ValueError(f"`int8_noise` must be in [{low:g}, {high:g}], received int8_noise={int8_noise!r}")
         self.input_size = int(input_size)
         self.upsample = upsample
         self.outer_kernel = int(outer_kernel)
@@ -301,7 +298,6 @@ class FaceModifier(keras.Model):
         self.output_mode = output_mode
         self.residual_amplitude = float(residual_amplitude)
         self.pixel_shuffle = bool(pixel_shuffle)
-        self.int8_noise = float(int8_noise)
 
         f, k = self.filters, self.outer_kernel
         init = "glorot_uniform" if output_mode == "tanh" else "zeros"
@@ -324,6 +320,15 @@ class FaceModifier(keras.Model):
                                   kernel_initializer=init,
                                   name="head_conv")
         self.head_blocks = [DepthToSpace(name="head_blocks")] if self.pixel_shuffle else []
+        self.set_int8_noise(int8_noise)
+
+    def set_int8_noise(self, value: float):
+        """Sets `int8_noise` here and in every layer that adds it. It is read when a training
+        step is traced: a compiled step keeps the value it was traced with (retrace after)."""
+        low, high = INT8_NOISE_RANGE
+        if not low <= value <= high:
+            raise ValueError(f"`int8_noise` must be in [{low:g}, {high:g}], received int8_noise={value!r}")
+        self.int8_noise = float(value)
         for layer in (*self.stem, *self.down, *self.blocks, *self.up):
             for inner in (layer, getattr(layer, "norm1", None), getattr(layer, "norm2", None)):
                 if isinstance(inner, (InstanceNorm, ResidualBlock)):

@@ -1,4 +1,5 @@
-"""Callbacks for `PrivacyGAN.fit`: checkpoints, the step-based LR drop, logs, sample grids.
+"""Callbacks for `PrivacyGAN.fit`: checkpoints, the step-based LR drop, int8 noise from a
+step on, logs, sample grids.
 
 Runs are driven in chunks: one Keras "epoch" is `checkpoint_every` steps, so a checkpoint
 lands on every epoch end and a resumed run restarts at `initial_epoch = step // chunk`
@@ -54,6 +55,24 @@ class StepLearningRate(keras.callbacks.Callback):
         factor = 0.1 if 0 < self.drop_step <= step else 1.0
         for name, opt in self.optimizers.items():
             opt.learning_rate.assign(self.base_rates[name] * factor)
+
+
+class Int8NoiseFrom(keras.callbacks.Callback):
+    """Turns M's `int8_noise` on at the first chunk that starts at or after `start_step`
+    (off before it) and has the training step traced again: the value is read at tracing."""
+
+    def __init__(self, modifier, value: float, start_step: int, steps_per_chunk: int):
+        super().__init__()
+        self.modifier = modifier
+        self.value = float(value)
+        self.start_step = int(start_step)
+        self.steps_per_chunk = int(steps_per_chunk)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        wanted = self.value if epoch * self.steps_per_chunk >= self.start_step else 0.0
+        if self.modifier.int8_noise != wanted:
+            self.modifier.set_int8_noise(wanted)
+            self.model.make_train_function(force=True)
 
 
 class HistoryLogger(keras.callbacks.Callback):

@@ -670,6 +670,9 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         history,
         cb.CheckpointSaver(manager, step, chunk),
     ]
+    if stage in ("adversarial", "joint") and cfg.modifier.int8_noise > 0 and t.int8_noise_from > 0:
+        callbacks.append(cb.Int8NoiseFrom(modifier, cfg.modifier.int8_noise,
+                                          round(t.int8_noise_from * steps), chunk))
     if stage in ("adversarial", "joint"):
         callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
     if done < steps:
