@@ -805,11 +805,13 @@ class PrivacyGAN(keras.Model):
         views = [self._views(align, d) for d in self.classifiers]
         with tf.GradientTape(persistent=frames_data is not None) as tape:
             modified = self.modifier(faces, training=True)
-            adv = _mean([self._adv_term(modified, v, labels, d)
-                         for d, v in zip(self.classifiers, views)])
             l1 = tf.reduce_mean(tf.abs(modified - faces), axis=[1, 2, 3])
             ramp = self._warmup_ramp()
-            per_face = self.adv_weight * adv + ramp * self.lambda_l1 * l1
+            per_face = ramp * self.lambda_l1 * l1
+            if self.adv_weight > 0:
+                adv = _mean([self._adv_term(modified, v, labels, d)
+                             for d, v in zip(self.classifiers, views)])
+                per_face += self.adv_weight * adv
             unlike = tf.zeros_like(l1)
             if self.lambda_ssim > 0:
                 unlike = 1.0 - self._ssim(modified, faces)
@@ -855,6 +857,9 @@ class PrivacyGAN(keras.Model):
                 loss = loss + self.det_weight * det
         m_vars = self.modifier.trainable_variables
         self.m_optimizer.apply_gradients(zip(tape.gradient(loss, m_vars), m_vars))
+        if self.adv_weight == 0:  # logged only: measured outside the tape, no pass back through D
+            adv = _mean([self._adv_term(tf.stop_gradient(modified), v, labels, d)
+                         for d, v in zip(self.classifiers, views)])
         if frames_data is not None:
             a_vars = self.detector.trainable_variables
             self.a_optimizer.apply_gradients(zip(tape.gradient(loss, a_vars), a_vars))
