@@ -10,7 +10,8 @@ hdfs://...) is one element; a worker anonymizes it with the TensorFlow-free runt
 The output is written under a hidden temporary name and renamed into place, and the
 manifest is written (the same way) only after it: a manifest with `"status": "ok"` next to
 its output means the file is complete. A rerun skips those, so a crashed or killed run
-resumes where it stopped; failed files (status "failed", no output) are tried again.
+resumes where it stopped; failed files (status "failed", no output) are tried again, and so
+is an output killed between its rename and its manifest (whole, but unrecorded).
 
 Manifest: `{"version", "input", "output", "type", "status": "ok" | "failed", "error",
 "frames", "faces" (face regions anonymized, summed over frames), "failed_frames" (frames

@@ -103,10 +103,17 @@ def test_beam_batch_outputs_manifests_and_resume_after_kill(beam_python, bundle,
             os.killpg(proc.pid, signal.SIGKILL)
     complete = [p for p in outputs if Path(str(p) + ".manifest.json").is_file()]
     assert 1 <= len(complete) < len(outputs), "the kill came too late to test resuming"
-    # nothing half-written where the user looks: every visible output has its manifest
+    # nothing half-written where the user looks: every output with a manifest is there, and
+    # one without (killed between its rename into place and its manifest, the design's one
+    # window) is whole; the rerun redoes it, as it has no manifest
     visible = [p for p in out.rglob("*") if p.is_file() and not p.name.endswith(".manifest.json")
                and not any(part.startswith(".") for part in p.relative_to(out).parts)]
-    assert sorted(visible) == sorted(complete)
+    assert set(complete) <= set(visible), (visible, complete)
+    for p in set(visible) - set(complete):
+        if p.suffix == ".mkv":
+            assert len(_frames(p)) == FRAMES, p
+        else:
+            assert cv2.imread(str(p)) is not None, p
     before = {p: Path(str(p) + ".manifest.json").stat().st_mtime_ns for p in complete}
 
     # 2. the rerun resumes: the complete files are skipped, the rest done, the bad one failed
