@@ -213,3 +213,20 @@ def test_int8_noise_turns_on_at_its_step_and_the_step_is_traced_again():
               verbose=0, callbacks=[Int8NoiseFrom(m, 1.0, start_step=3, steps_per_chunk=2), log])
     assert gaps[:2] == [0.0, 0.0] and min(gaps[2:]) > 1e-3, gaps  # on from step 4 (chunk 2)
     assert m.int8_noise == 1.0
+
+
+def test_int8_noise_from_half_way_in_a_run(tmp_path):
+    """`train.int8_noise_from: 0.5` over 20 steps in chunks of 10: the noise comes on with the
+    second chunk, said on stderr, and the M the run saves carries the value (inference and
+    the export never add it)."""
+    d_run, m_run = tmp_path / "d", tmp_path / "m"
+    proc = _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    noise = tmp_path / "noise.yaml"
+    noise.write_text(SMALL + "  int8_noise_from: 0.5\nmodifier:\n  int8_noise: 1.0\n")
+    proc = subprocess.run([sys.executable, "-m", "privacy_anon.cli", "train", "--config", str(noise),
+                           "--stage", "adversarial", "--steps", "20", "--classifier-checkpoint",
+                           str(d_run), "--out", str(m_run)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("int8 noise") == 1 and "M's int8 noise (1) on from step 11" in proc.stderr
+    assert keras.saving.load_model(m_run / "modifier.keras").int8_noise == 1.0

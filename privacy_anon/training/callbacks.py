@@ -9,6 +9,7 @@ with exactly the step count it had saved (see `training/runs.py`).
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -69,10 +70,13 @@ class Int8NoiseFrom(keras.callbacks.Callback):
         self.steps_per_chunk = int(steps_per_chunk)
 
     def on_epoch_begin(self, epoch, logs=None):
-        wanted = self.value if epoch * self.steps_per_chunk >= self.start_step else 0.0
+        step = epoch * self.steps_per_chunk
+        wanted = self.value if step >= self.start_step else 0.0
         if self.modifier.int8_noise != wanted:
             self.modifier.set_int8_noise(wanted)
             self.model.make_train_function(force=True)
+            if wanted:
+                print(f"M's int8 noise ({wanted:g}) on from step {step + 1}", file=sys.stderr)
 
 
 class HistoryLogger(keras.callbacks.Callback):
