@@ -26,6 +26,7 @@ CHOICES = {
     "modifier.output_mode": ("tanh", "residual", "luma", "gain"),
     "modifier.upsample": ("transpose", "resize"),
     "train.recognizer_reference": ("photo", "person"),
+    "train.recognizers_per_face": ("all", "one"),
 }
 # numeric values with bounds (inclusive), checked when a YAML or flag sets them, so a bad one
 # fails before any training (D's pre-training included) starts
@@ -210,6 +211,9 @@ class TrainConfig:
     # person's training photos, the mean over all faces taken off both: what another photo of
     # the person shares with this one, which is what an attacker matches)
     recognizer_reference: str = "photo"
+    # with several recognizers: "all" judges every face by each; "one" by one of them in turn
+    # (face i of a batch by recognizer i mod K), so a step costs about a K-th of their passes
+    recognizers_per_face: str = "all"
     # the recognizers see M(f) with Gaussian noise of this std ([-1, 1] pixels) and a blur of
     # random strength up to this sigma (pixels of M's face): an edit that only fine pixel
     # patterns carry (lost to int8, cameras, other recognizers) earns less

@@ -159,6 +159,43 @@ def test_an_ensemble_term_is_the_mean_over_recognizers_and_reaches_m(recognizer,
     assert [r.name for r in again.recognizers] == ["facenet", "faceres"]
 
 
+def test_one_recognizer_per_face_judges_face_i_by_recognizer_i_mod_k(recognizer, faceres, photos):
+    """recognizers_per_face "one": face i of a batch gets recognizer i mod K's hinge alone, so
+    each recognizer runs on a K-th of the faces; the term still reaches M."""
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    cfg = get_preset("mobile")
+    firsts = np.array([np.flatnonzero(labels == k)[0] for k in range(7)])  # an odd batch
+    x, align = tf.gather(x, firsts), tf.gather(align, firsts)
+    both = [recognizer, faceres]
+    kw = dict(lambda_recognizer=1.0)
+    gan = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, PEOPLE),
+                     recognizer=both, recognizers_per_face="one", **kw)
+    other = tf.roll(x, 1, axis=0)  # another person's face
+    alone = [PrivacyGAN(gan.modifier, gan.classifier, recognizer=r, **kw)
+             ._recognizer_term(other, x, align).numpy() for r in both]
+    split = gan._recognizer_term(other, x, align).numpy()
+    assert split.shape == (7,)
+    np.testing.assert_allclose(split[0::2], alone[0][0::2], atol=1e-4)
+    np.testing.assert_allclose(split[1::2], alone[1][1::2], atol=1e-4)
+    assert np.abs(alone[0] - alone[1]).max() > 0.02  # the two recognizers do differ here
+    jittered = PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, view_jitter=0.05,
+                          recognizers_per_face="one", **kw)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(jittered._recognizer_term(gan.modifier(x, training=True), x, align))
+    grads = tape.gradient(loss, gan.modifier.trainable_variables)
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads if g is not None) > 0
+    assert PrivacyGAN.from_config(gan.get_config()).recognizers_per_face == "one"
+    with pytest.raises(ValueError, match="recognizer_temperature"):
+        PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, recognizers_per_face="one",
+                   recognizer_temperature=0.1, **kw)
+    with pytest.raises(ValueError, match="recognizers_per_face"):
+        PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, recognizers_per_face="two", **kw)
+
+
 def test_faceres_weights_missing_or_altered_are_refused(tmp_path, faceres_dir):
     from privacy_anon.errors import InputError
     from privacy_anon.models.recognizer import FrozenRecognizer
@@ -327,6 +364,9 @@ def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_pat
     _train_refuses(tmp_path, "train: {recognizer_edit_scale: 0}\n", "train.recognizer_edit_scale")
     _train_refuses(tmp_path, "train: {recognizer_reference: people}\n", "train.recognizer_reference")
     _train_refuses(tmp_path, "train: {recognizer_blur: -1}\n", "train.recognizer_blur")
+    _train_refuses(tmp_path, "train: {recognizers_per_face: two}\n", "train.recognizers_per_face")
+    _train_refuses(tmp_path, "train: {recognizers_per_face: one, recognizer_temperature: 0.1}\n",
+                   "train.recognizers_per_face")
 
 
 def test_the_view_is_zoom_times_ds_aligned_width(recognizer):

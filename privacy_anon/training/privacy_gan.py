@@ -46,6 +46,7 @@ from privacy_anon.faces import geometry
 STAGES = ("classifier", "adversarial", "joint", "finetune")
 ADV_LOSSES = ("ascent", "nonsaturating", "uniform")
 RECOGNIZER_REFERENCES = CHOICES["train.recognizer_reference"]
+RECOGNIZERS_PER_FACE = CHOICES["train.recognizers_per_face"]
 # inter-ocular distance / width of D's aligned crop (SphereFace's template)
 _TEMPLATE_IOD = float((geometry.SPHEREFACE_TEMPLATE[1, 0] - geometry.SPHEREFACE_TEMPLATE[0, 0])
                       / geometry.TEMPLATE_SIZE[1])
@@ -200,6 +201,11 @@ class PrivacyGAN(keras.Model):
             push goes mostly to the recognizer that still knows it: under the mean the one
             easiest to fool soaked up M's edit ("Thirteenth pass"). Equal hinges give the
             same value either way. 0 in the paper (no recognizer).
+        recognizers_per_face: with several recognizers, "all" judges every face by each of
+            them; "one" judges face i of a batch by recognizer i mod K only (its hinge is that
+            face's term), so a step runs each recognizer on a K-th of the faces: the frozen
+            recognizers are most of a step's time, and the batch is shuffled, so every face
+            meets each of them over the epochs. Needs `recognizer_temperature` 0.
         recognizer_edit_scale: the recognizers judge f + s (M(f) - f), s of M's edit,
             while every other term judges M(f) itself: with s < 1 the identity push is
             measured near the photo, where unrelated recognizers' gradients agree more, and
@@ -245,7 +251,8 @@ class PrivacyGAN(keras.Model):
                  lambda_recognizer: float = 0.0, recognizer_margin: float = 0.0,
                  recognizer_temperature: float = 0.0, lambda_saturation: float = 0.0,
                  lambda_ssim: float = 0.0, recognizer_edit_scale: float = 1.0,
-                 recognizer_reference: str = "photo", recognizer_noise: float = 0.0,
+                 recognizer_reference: str = "photo", recognizers_per_face: str = "all",
+                 recognizer_noise: float = 0.0,
                  recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0,
                  face_mesh=None, lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0,
                  **kwargs):
@@ -319,6 +326,13 @@ class PrivacyGAN(keras.Model):
             raise ValueError(f"`recognizer_reference` must be one of {RECOGNIZER_REFERENCES}, "
                              f"received {recognizer_reference!r}")
         self.recognizer_reference = recognizer_reference
+        if recognizers_per_face not in RECOGNIZERS_PER_FACE:
+            raise ValueError(f"`recognizers_per_face` must be one of {RECOGNIZERS_PER_FACE}, "
+                             f"received {recognizers_per_face!r}")
+        if recognizers_per_face == "one" and recognizer_temperature > 0:
+            raise ValueError('recognizers_per_face="one" judges each face by one recognizer: '
+                             "there is no maximum over them to soften (recognizer_temperature 0)")
+        self.recognizers_per_face = recognizers_per_face
         # "person": per recognizer, running sums of the originals' embeddings per training
         # identity and over all faces (a checkpoint keeps them; `recognizer_stats`)
         self.recognizer_stats = None
@@ -466,6 +480,7 @@ class PrivacyGAN(keras.Model):
             "recognizer_temperature": self.recognizer_temperature,
             "recognizer_edit_scale": self.recognizer_edit_scale,
             "recognizer_reference": self.recognizer_reference,
+            "recognizers_per_face": self.recognizers_per_face,
             "recognizer_noise": self.recognizer_noise,
             "recognizer_blur": self.recognizer_blur,
             "lambda_saturation": self.lambda_saturation,
@@ -684,21 +699,32 @@ class PrivacyGAN(keras.Model):
         h, w = d.input_height, d.input_width
         if self.recognizer_edit_scale != 1.0:
             modified = faces + self.recognizer_edit_scale * (modified - faces)
-        terms = []
+        count = len(self.recognizers)
+        split = self.recognizers_per_face == "one" and count > 1
+        terms, places = [], []
         for k, rec in enumerate(self.recognizers):
+            mod_k, faces_k, align_k, labels_k = modified, faces, align, labels
+            if split:  # faces k, k + K, k + 2K, ... of the batch
+                place = tf.range(k, tf.shape(faces)[0], count)
+                mod_k, faces_k, align_k = (tf.gather(t, place) for t in (modified, faces, align))
+                labels_k = None if labels is None else tf.gather(labels, place)
+                places.append(place)
             size = (rec.input_size, rec.input_size)
-            seen = _degrade(modified, self.recognizer_noise, self.recognizer_blur)
-            view = rec.view_matrices(self._views(align), h, w)
+            seen = _degrade(mod_k, self.recognizer_noise, self.recognizer_blur)
+            view = rec.view_matrices(self._views(align_k), h, w)
             e_mod = rec(geometry.warp_affine(seen, view, size))
             e_orig = tf.stop_gradient(
-                rec(geometry.warp_affine(faces, rec.view_matrices(self._views(align), h, w), size)))
+                rec(geometry.warp_affine(faces_k, rec.view_matrices(self._views(align_k), h, w),
+                                         size)))
             if self.recognizer_stats is not None:
-                if labels is None:
+                if labels_k is None:
                     raise ValueError('recognizer_reference="person" needs the faces\' labels')
-                centre, person = self.recognizer_stats.update(k, e_orig, labels)
+                centre, person = self.recognizer_stats.update(k, e_orig, labels_k)
                 e_mod = tf.math.l2_normalize(e_mod - centre, -1)
                 e_orig = tf.math.l2_normalize(person - centre, -1)
             terms.append(tf.nn.relu(tf.reduce_sum(e_mod * e_orig, -1) - self.recognizer_margin))
+        if split:
+            return tf.dynamic_stitch(places, terms)
         if self.recognizer_temperature > 0 and len(terms) > 1:
             tau = self.recognizer_temperature
             return tau * (tf.reduce_logsumexp(tf.stack(terms) / tau, 0)

@@ -412,6 +412,9 @@ def check_recognizer(cfg) -> None:
     if t.recognizer_noise < 0 or t.recognizer_blur < 0:
         raise InputError(f"train.recognizer_noise and train.recognizer_blur must be >= 0, "
                          f"received {t.recognizer_noise} and {t.recognizer_blur}")
+    if t.recognizers_per_face == "one" and t.recognizer_temperature > 0:
+        raise InputError("train.recognizers_per_face 'one' judges each face by one recognizer: "
+                         "set train.recognizer_temperature to 0 (no maximum over them to soften)")
     names = recognizer_names(t.recognizer)
     if t.lambda_recognizer > 0 and (not names or any(n not in RECOGNIZERS for n in names)
                                     or len(set(names)) != len(names)):
@@ -607,6 +610,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          recognizer_temperature=t.recognizer_temperature,
                          recognizer_edit_scale=t.recognizer_edit_scale,
                          recognizer_reference=t.recognizer_reference,
+                         recognizers_per_face=t.recognizers_per_face,
                          recognizer_noise=t.recognizer_noise, recognizer_blur=t.recognizer_blur,
                          lambda_saturation=t.lambda_saturation,
                          lambda_ssim=t.lambda_ssim, warmup_steps=t.warmup_steps,
