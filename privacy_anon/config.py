@@ -241,7 +241,7 @@ class TrainConfig:
     classifier_steps: int = 20000
     classifier_lr: float = 1e-3
     finetune_steps: int = 1000  # phase 2 of Algorithm 1 (A only)
-    checkpoint_every: int = 100  # steps between checkpoints
+    checkpoint_every: int = 100  # steps between checkpoints (a run's steps round up to whole ones)
     seed: int = 0
 
 

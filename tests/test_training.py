@@ -100,6 +100,18 @@ def test_two_adversaries_one_command_then_two_checkpoints(tmp_path):
     assert len(lines) == 1 and "given 1 time(s) but train.adversaries is 2" in lines[0], once.stderr
 
 
+def test_steps_round_up_to_whole_checkpoint_chunks_and_say_so(tmp_path):
+    """15 steps with a checkpoint every 10: 20 are trained (every chunk ends in a checkpoint),
+    and stderr says so instead of training more than asked in silence."""
+    run = tmp_path / "r"
+    proc = _cli(["--stage", "classifier", "--steps", "15", "--out", str(run)], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "training 20 steps: 15 rounded up to whole checkpoint chunks of 10" in proc.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 20
+    exact = _cli(["--stage", "classifier", "--steps", "10", "--out", str(tmp_path / "e")], tmp_path)
+    assert exact.returncode == 0 and "rounded up" not in exact.stderr
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "r"
     cfg = tmp_path / "small.yaml"

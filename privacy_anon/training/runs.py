@@ -538,7 +538,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         raise InputError(f"--steps must be >= 1, received {steps}")
     chunk = max(1, min(t.checkpoint_every, steps))
     chunks = math.ceil(steps / chunk)
-    steps = chunks * chunk  # whole chunks: every epoch end is a checkpoint
+    if chunks * chunk != steps:  # whole chunks: every epoch end is a checkpoint
+        print(f"training {chunks * chunk} steps: {steps} rounded up to whole checkpoint chunks "
+              f"of {chunk} (train.checkpoint_every)", file=sys.stderr)
+    steps = chunks * chunk
 
     with strategy.scope():
         modifier = build_modifier(cfg.modifier)
