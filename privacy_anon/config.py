@@ -212,7 +212,8 @@ class TrainConfig:
     # the person shares with this one, which is what an attacker matches)
     recognizer_reference: str = "photo"
     # with several recognizers: "all" judges every face by each; "one" by one of them in turn
-    # (face i of a batch by recognizer i mod K), so a step costs about a K-th of their passes
+    # (face i of a batch by recognizer i mod K): a cheaper step, but M's progress per second
+    # was no faster (RESULTS.md, "Thirty-fourth pass")
     recognizers_per_face: str = "all"
     # the recognizers see M(f) with Gaussian noise of this std ([-1, 1] pixels) and a blur of
     # random strength up to this sigma (pixels of M's face): an edit that only fine pixel
