@@ -112,6 +112,37 @@ def test_steps_round_up_to_whole_checkpoint_chunks_and_say_so(tmp_path):
     assert exact.returncode == 0 and "rounded up" not in exact.stderr
 
 
+def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
+    """A budget far below one chunk's time: M stops after its first chunk (10 of 40 steps)
+    and says so; the checkpoint keeps the time, so a resume under the same budget trains
+    nothing; lifting the budget continues to the step count."""
+    d_run, run = tmp_path / "d", tmp_path / "m"
+    assert _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)],
+                tmp_path).returncode == 0
+    args = ["--stage", "adversarial", "--steps", "40", "--classifier-checkpoint", str(d_run),
+            "--out", str(run)]
+    budget = tmp_path / "budget.yaml"
+    budget.write_text(SMALL + "  max_minutes: 0.001\n")
+    first = _cli([*args, "--config", str(budget)], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
+           "train.max_minutes (0.001;" in first.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
+    assert metrics["m_minutes"] > 0.001
+    rows = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 10
+
+    again = _cli([*args, "--config", str(budget)], tmp_path)
+    assert again.returncode == 0 and "M's time budget is spent" in again.stderr, again.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 10
+
+    lifted = _cli(args, tmp_path)  # SMALL: no budget
+    assert lifted.returncode == 0, lifted.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 40
+    assert "M stopped" not in lifted.stderr
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "r"
     cfg = tmp_path / "small.yaml"

@@ -1,5 +1,5 @@
 """Callbacks for `PrivacyGAN.fit`: checkpoints, the step-based LR drop, int8 noise from a
-step on, logs, sample grids.
+step on, a time budget, logs, sample grids.
 
 Runs are driven in chunks: one Keras "epoch" is `checkpoint_every` steps, so a checkpoint
 lands on every epoch end and a resumed run restarts at `initial_epoch = step // chunk`
@@ -77,6 +77,31 @@ class Int8NoiseFrom(keras.callbacks.Callback):
             self.model.make_train_function(force=True)
             if wanted:
                 print(f"M's int8 noise ({wanted:g}) on from step {step + 1}", file=sys.stderr)
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first chunk after which one more chunk (as long as
+    the last one) would take the training time in `seconds` (a checkpointed variable, so it
+    counts over resumes) past `budget` seconds. Put it before `CheckpointSaver`: the saved
+    time then includes the chunk the checkpoint ends."""
+
+    def __init__(self, seconds: tf.Variable, budget: float, steps_per_chunk: int):
+        super().__init__()
+        self.seconds = seconds
+        self.budget = float(budget)
+        self.steps_per_chunk = int(steps_per_chunk)
+        self.stopped_at = None
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+
+    def on_epoch_end(self, epoch, logs=None):
+        took = time.time() - self._start
+        self.seconds.assign_add(took)
+        if float(self.seconds.numpy()) + took > self.budget:
+            self.stopped_at = (epoch + 1) * self.steps_per_chunk
+            self.model.stop_training = True
 
 
 class HistoryLogger(keras.callbacks.Callback):

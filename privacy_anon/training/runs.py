@@ -636,9 +636,15 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             items["critic"] = critic
         if gan.recognizer_stats is not None:
             items["recognizer_stats"] = gan.recognizer_stats
+        latest = tf.train.latest_checkpoint(out / "checkpoints")  # the chief's, for every worker
+        # M's training time so far (train.max_minutes); a checkpoint from before it was kept
+        # has none, and the budget then counts from this resume
+        m_seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="m_seconds")
+        if not latest or any(name.startswith("m_seconds/")
+                             for name, _ in tf.train.list_variables(latest)):
+            items["m_seconds"] = m_seconds
         ckpt = tf.train.Checkpoint(**items)
     manager = tf.train.CheckpointManager(ckpt, write / "checkpoints", max_to_keep=3)
-    latest = tf.train.latest_checkpoint(out / "checkpoints")  # the chief's, for every worker
     if latest:
         ckpt.restore(latest).assert_existing_objects_matched()
         print(f"resuming {out} at step {int(step.numpy())}", file=sys.stderr)
@@ -670,11 +676,14 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
+    budget = t.max_minutes * 60 if stage in ("adversarial", "joint") else 0.0
+    timer = cb.TimeBudget(m_seconds, budget, chunk) if budget else None
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
                             chunk),
         history,
+        *([timer] if timer else []),  # before the saver: the checkpoint holds the chunk's time
         cb.CheckpointSaver(manager, step, chunk),
     ]
     if stage in ("adversarial", "joint") and cfg.modifier.int8_noise > 0 and t.int8_noise_from > 0:
@@ -682,9 +691,18 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                                           round(t.int8_noise_from * steps), chunk))
     if stage in ("adversarial", "joint"):
         callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
-    if done < steps:
+    spent = budget and done < steps and float(m_seconds.numpy()) >= budget
+    if spent:
+        print(f"{out}: M's time budget is spent ({m_seconds.numpy() / 60:.1f} of "
+              f"train.max_minutes {t.max_minutes:g}) at step {done} of {steps}: not trained "
+              "further (a larger train.max_minutes, or 0, continues it)", file=sys.stderr)
+    elif done < steps:
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
+    if timer and timer.stopped_at is not None and timer.stopped_at < steps:
+        print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} steps "
+              f"would pass train.max_minutes ({t.max_minutes:g}; {m_seconds.numpy() / 60:.1f} "
+              "spent)", file=sys.stderr)
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
@@ -693,8 +711,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
     rows = _history(write / "history.jsonl")
-    metrics = {"stage": stage, "steps": steps, "train": rows[-1] if rows else {},
+    metrics = {"stage": stage, "steps": int(step.numpy()), "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
+    if budget:
+        metrics.update(steps_ceiling=steps, m_minutes=round(float(m_seconds.numpy()) / 60, 2))
     # against D_1 only (with several D's: D_1 is the run's own seed, as with one D)
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
     if stage == "classifier":
