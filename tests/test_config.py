@@ -49,6 +49,9 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     # "Fifteenth", "Sixteenth pass": a brightness-only residual that keeps FaceMesh's points
     assert mobile.modifier.output_mode == "luma" and paper.modifier.output_mode == "tanh"
     assert mobile.train.lambda_landmarks > 0 and paper.train.lambda_landmarks == 0
+    # "Twenty-eighth", "Thirty-fifth pass": fidelity as SSIM, M trained for a time, not a count
+    assert mobile.train.lambda_ssim > 0 and mobile.train.lambda_l1 == 0
+    assert 0 < mobile.train.max_minutes <= 50 and paper.train.max_minutes == 0
     # the paper's settings, untouched: ascent, small lambda, equal rates, no extra terms
     assert paper.train.adv_loss == "ascent" and paper.train.lambda_l1 == 0.1
     assert paper.train.lr_modifier == paper.train.lr_classifier
