@@ -248,7 +248,7 @@ class TrainConfig:
     # M's training (stages adversarial and joint) stops at the first checkpoint after which
     # one more chunk would pass this many minutes of it, counted over resumes; its steps are
     # then a ceiling. Machines differ ~3x per step, so a fixed count cannot keep an hour
-    # (0: no limit, the steps decide)
+    # (0: no limit, the steps decide; not applied under --multi-worker)
     max_minutes: float = 0.0
     seed: int = 0
 

@@ -94,9 +94,13 @@ def test_two_workers_train_identically_and_resume(tmp_path):
     assert not list((tmp_path / "tmp0").iterdir())
     assert [json.loads(l)["step"] for l in (run / "history.jsonl").read_text().splitlines()] == [1, 2]
 
+    # a time budget far below one chunk's time would stop each worker by its own clock (and
+    # strand the other in the all-reduce): it is not applied, and both say so
+    (tmp_path / "small.yaml").write_text(SMALL + "  max_minutes: 0.001\n")
     errs = _run_workers(tmp_path, run, steps=4)
     for i, err in enumerate(errs):
         assert f"resuming {run} at step 2" in err, err[-2000:]
+        assert "train.max_minutes (0.001) is not applied with --multi-worker" in err, err[-2000:]
     second = [_digest(err, i, 4) for i, err in enumerate(errs)]
     assert second[0] == second[1] and second[0] != first[0]
     assert (run / "checkpoints" / "ckpt-4.index").is_file()

@@ -677,6 +677,13 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
     budget = t.max_minutes * 60 if stage in ("adversarial", "joint") else 0.0
+    if budget and task is not None:
+        # each worker's clock would stop it at its own step, and the others would wait in
+        # the all-reduce for good
+        print(f"train.max_minutes ({t.max_minutes:g}) is not applied with --multi-worker "
+              f"(every worker must stop at the same step): training {steps} steps",
+              file=sys.stderr)
+        budget = 0.0
     timer = cb.TimeBudget(m_seconds, budget, chunk) if budget else None
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
