@@ -410,10 +410,10 @@ def mobile() -> Config:
     cfg.data = DataConfig(face_crop=3.5, holdout_identities=0.2)
     cfg.train = dataclasses.replace(
         cfg.train, face_batch_size=32, lr_modifier=1e-3, lr_classifier=1e-4, epochs=1,
-        # M trains for 45 minutes, at most 2,000 steps (about 950 on 2 of today's CPU cores):
-        # with face finding, D's pre-training, the export and the yardstick (about 7 min)
-        # the one command keeps its hour on a machine up to ~1.3x slower; R25 over 900-2,000
-        # steps gained privacy all the way ("Thirty-first" to "Thirty-fifth pass")
+        # M trains for 45 minutes, at most 2,000 steps (500 on one machine's 2 cores, about
+        # 950 on another's): with face finding, D's pre-training, the export and the yardstick
+        # (about 6 min there) the one command took 48-49 min; R25 over 500-2,000 steps gained
+        # privacy all the way ("Thirty-first" to "Thirty-fifth pass")
         lr_drop_epoch=1, steps_per_epoch=2000, max_minutes=45.0, adv_loss="nonsaturating",
         adv_weight=0.0, lambda_identity=0.0, identity_margin=0.0, lambda_color=20.0,
         lambda_lowpass=10.0, lambda_realism=2.0, lr_critic=1e-3, view_jitter=0.05,
