@@ -350,14 +350,17 @@ def alignment_matrices(faces: FaceSet, height: int, width: int,
 
 
 def make_face_dataset(faces: FaceSet, align: np.ndarray, batch_size: int, shuffle: bool = True,
-                      repeat: bool = True, seed: int = 0, augment: bool = False):
-    """A `tf.data.Dataset` of face batches (see the module docstring)."""
+                      repeat: bool = True, seed: int = 0, augment: bool = False,
+                      extra: dict | None = None):
+    """A `tf.data.Dataset` of face batches (see the module docstring); `extra` maps further
+    keys to per-face arrays (or tuples of them) that ride along with each face."""
     import tensorflow as tf
 
     if len(faces) < batch_size and not repeat:
         raise DataError(f"only {len(faces)} faces for a batch of {batch_size}")
+    extra = dict(extra or {})
     ds = tf.data.Dataset.from_tensor_slices(
-        {"faces": faces.images, "identity": faces.labels, "align": align})
+        {"faces": faces.images, "identity": faces.labels, "align": align, **extra})
     if shuffle:
         ds = ds.shuffle(len(faces), seed=seed, reshuffle_each_iteration=True)
     if repeat:
@@ -368,7 +371,7 @@ def make_face_dataset(faces: FaceSet, align: np.ndarray, batch_size: int, shuffl
         if augment:
             img = tf.clip_by_value(img * tf.random.uniform([], 0.85, 1.15)
                                    + tf.random.uniform([], -0.1, 0.1), -1.0, 1.0)
-        return {"faces": img, "identity": item["identity"], "align": item["align"]}
+        return {**item, "faces": img}
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -474,6 +474,7 @@ class PrivacyGAN(keras.Model):
             "realism_focus": self.realism_focus,
             "recognizer": "+".join(r.name for r in self.recognizers) or None,
             "recognizer_zoom": self.recognizers[0].zoom if self.recognizers else None,
+            "recognizer_sizes": [r.input_size for r in self.recognizers],
             "recognizer_weights": self.recognizers[-1].weights if self.recognizers else "",
             "lambda_recognizer": self.lambda_recognizer,
             "recognizer_margin": self.recognizer_margin,
@@ -508,11 +509,14 @@ class PrivacyGAN(keras.Model):
             config["critic"] = keras.saving.deserialize_keras_object(config["critic"])
         zoom = config.pop("recognizer_zoom", None)
         weights = config.pop("recognizer_weights", "")
+        sizes = config.pop("recognizer_sizes", None)
         if config.get("recognizer"):
             from privacy_anon.models.recognizer import FrozenRecognizer, recognizer_names
 
-            config["recognizer"] = [FrozenRecognizer(name, zoom=zoom or 1.3, weights=weights)
-                                    for name in recognizer_names(config["recognizer"])]
+            names = recognizer_names(config["recognizer"])
+            config["recognizer"] = [FrozenRecognizer(name, zoom=zoom or 1.3, weights=weights,
+                                                     size=size)
+                                    for name, size in zip(names, sizes or [0] * len(names))]
         face_weights = config.pop("face_score_weights", "")
         if config.get("lambda_face"):
             from privacy_anon.models.recognizer import FrozenFaceScore
@@ -597,7 +601,8 @@ class PrivacyGAN(keras.Model):
             self._finetune_step(data)
         else:
             self._d_step(faces, labels, align)
-            self._m_step(faces, labels, align, data if self.stage == "joint" else None)
+            self._m_step(faces, labels, align, data if self.stage == "joint" else None,
+                         data.get("recognizer_originals"))
         logs = {name: t.result() for name, t in self.trackers.items()}
         if _across_workers():
             # Keras averages logs over workers with reduce(MEAN, axis=0): give it an axis
@@ -682,7 +687,35 @@ class PrivacyGAN(keras.Model):
         cos = tf.reduce_sum(tf.math.l2_normalize(e_mod, -1) * tf.math.l2_normalize(e_orig, -1), -1)
         return tf.nn.relu(cos - self.identity_margin)
 
-    def _recognizer_term(self, modified, faces, align, labels=None):
+    def original_embeddings(self, images, align, batch_size: int = 64, progress: bool = True):
+        """Each recognizer's embeddings of the faces `images` (uint8, or [-1, 1] floats), each
+        through D's un-jittered view from `align`: the originals' side of the recognizer
+        hinge, computed once per run (`train.recognizer_originals: once`). A list of (N, D_k)
+        float32 arrays, one per recognizer."""
+        from tqdm import tqdm
+
+        h, w = self.classifier.input_height, self.classifier.input_width
+        calls = []
+        for rec in self.recognizers:
+            size = (rec.input_size, rec.input_size)
+
+            def embed(x, a, rec=rec, size=size):
+                x = tf.cast(x, tf.float32)
+                if images.dtype == np.uint8:
+                    x = x / 127.5 - 1.0
+                return rec(geometry.warp_affine(x, rec.view_matrices(a, h, w), size))
+
+            calls.append(tf.function(embed, reduce_retracing=True))
+        out = [[] for _ in self.recognizers]
+        for i in tqdm(range(0, len(images), batch_size), desc="originals' embeddings",
+                      unit="batch", disable=None if progress else True, dynamic_ncols=True):
+            x = tf.constant(images[i:i + batch_size])
+            a = tf.constant(align[i:i + batch_size], tf.float32)
+            for k, call in enumerate(calls):
+                out[k].append(call(x, a).numpy())
+        return [np.concatenate(parts).astype(np.float32) for parts in out]
+
+    def _recognizer_term(self, modified, faces, align, labels=None, originals=None):
         """Per-face hinge on the cosine between the frozen recognizer's embeddings of M(f) and
         f, each through its own draw of the jittered view (`view_jitter`), as an attacker
         matches a photo against another crop of the person. One shared view would put M's
@@ -694,7 +727,10 @@ class PrivacyGAN(keras.Model):
         all faces is taken off both sides: the attacker matches another photo of the person,
         so the push should remove what the person's photos share, not what is particular to
         this one (pose, light) nor what every face shares (faceres's post-ReLU features put
-        strangers at cosine 0.39, so an uncentred hinge at 0 also pushes toward "no face")."""
+        strangers at cosine 0.39, so an uncentred hinge at 0 also pushes toward "no face").
+
+        `originals`: one (B, D_k) tensor per recognizer, f's embeddings computed before the
+        run (`original_embeddings`), in place of a pass on f each step."""
         d = self.classifier
         h, w = d.input_height, d.input_width
         if self.recognizer_edit_scale != 1.0:
@@ -704,18 +740,22 @@ class PrivacyGAN(keras.Model):
         terms, places = [], []
         for k, rec in enumerate(self.recognizers):
             mod_k, faces_k, align_k, labels_k = modified, faces, align, labels
+            orig_k = None if originals is None else originals[k]
             if split:  # faces k, k + K, k + 2K, ... of the batch
                 place = tf.range(k, tf.shape(faces)[0], count)
                 mod_k, faces_k, align_k = (tf.gather(t, place) for t in (modified, faces, align))
+                orig_k = None if orig_k is None else tf.gather(orig_k, place)
                 labels_k = None if labels is None else tf.gather(labels, place)
                 places.append(place)
             size = (rec.input_size, rec.input_size)
             seen = _degrade(mod_k, self.recognizer_noise, self.recognizer_blur)
             view = rec.view_matrices(self._views(align_k), h, w)
             e_mod = rec(geometry.warp_affine(seen, view, size))
-            e_orig = tf.stop_gradient(
-                rec(geometry.warp_affine(faces_k, rec.view_matrices(self._views(align_k), h, w),
-                                         size)))
+            if orig_k is not None:
+                e_orig = tf.stop_gradient(tf.cast(orig_k, e_mod.dtype))
+            else:
+                e_orig = tf.stop_gradient(rec(geometry.warp_affine(
+                    faces_k, rec.view_matrices(self._views(align_k), h, w), size)))
             if self.recognizer_stats is not None:
                 if labels_k is None:
                     raise ValueError('recognizer_reference="person" needs the faces\' labels')
@@ -819,7 +859,7 @@ class PrivacyGAN(keras.Model):
         ssim = ((2 * mx * my + c1) * (2 * vxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
         return tf.reduce_mean(ssim, axis=[1, 2, 3])
 
-    def _m_step(self, faces, labels, align, frames_data=None):
+    def _m_step(self, faces, labels, align, frames_data=None, originals=None):
         """Line 9: arg min_{M, A} L_det + L_adv + lambda L1 (A only with frames), plus the
         optional identity and colour terms (0 by default: Algorithm 1 exactly). With several
         D's the adversarial and identity terms are means over them, each D through its own
@@ -847,7 +887,7 @@ class PrivacyGAN(keras.Model):
                     tf.abs(modified - faces) * outside, axis=[1, 2, 3])
             identity = color = lowpass = saturation = recognized = tf.zeros_like(l1)
             if self.lambda_recognizer > 0:
-                recognized = self._recognizer_term(modified, faces, align, labels)
+                recognized = self._recognizer_term(modified, faces, align, labels, originals)
                 per_face += self.lambda_recognizer / self.recognizer_edit_scale * recognized
             face = tf.zeros_like(l1)
             if self.lambda_face > 0:

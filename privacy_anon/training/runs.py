@@ -277,15 +277,17 @@ def ensure_face_boxes(cfg, out: Path, log=None) -> dict:
     return counts
 
 
-def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int):
-    """The `fit` input: face batches, zipped with frame batches for joint / finetune."""
+def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int,
+              extra: dict | None = None):
+    """The `fit` input: face batches (with `extra`'s per-face arrays), zipped with frame
+    batches for joint / finetune."""
     import tensorflow as tf
 
     from privacy_anon.data.actions import make_dataset as frame_dataset
     from privacy_anon.data.faces import make_face_dataset
 
     face_ds = make_face_dataset(faces.train, faces.train_align, global_batch,
-                                seed=shuffle_seed, augment=True)
+                                seed=shuffle_seed, augment=True, extra=extra)
     if stage not in ("joint", "finetune"):
         return face_ds, None
     data = _action_data(cfg, "train")
@@ -584,7 +586,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         if t.lambda_recognizer > 0 and stage in ("adversarial", "joint"):
             from privacy_anon.models.recognizer import FrozenRecognizer, recognizer_names
 
-            recognizer = [FrozenRecognizer(name, zoom=t.recognizer_zoom, weights=t.recognizer_weights)
+            recognizer = [FrozenRecognizer(name, zoom=t.recognizer_zoom, weights=t.recognizer_weights,
+                                           size=t.faceres_size if name == "faceres" else 0)
                           for name in recognizer_names(t.recognizer)]
         face_score = None
         if t.lambda_face > 0 and stage in ("adversarial", "joint"):
@@ -668,7 +671,12 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         raise InputError(f"train.face_batch_size={batch} must be divisible by the "
                          f"{replicas} replicas")
     # A resumed run reshuffles with another seed instead of replaying the first batches.
-    ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done)
+    extra = None
+    if gan.recognizers and t.recognizer_originals == "once" and done < steps:
+        # the same for every worker and every resume (no randomness): recomputed, not stored
+        extra = {"recognizer_originals": tuple(gan.original_embeddings(
+            faces.train.images, faces.train_align, progress=verbose != 0))}
+    ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done, extra=extra)
     if replicas > 1:
         # every worker builds the same seeded pipeline and keeps its share of each batch
         options = tf.data.Options()
