@@ -232,13 +232,17 @@ class TrainConfig:
     recognizer_zoom: float = 1.3  # its view's side, in D's aligned widths (1.0: tight, less hair)
     # faceres's view in training, in pixels (it is trained at 224; M's faces reach it from
     # about 114 px of M's input, so 160 still up-samples): half 224's cost, and 95.1 % of
-    # 51 celeba-mini people's photos found their own person's nearest (224: 97.0 %). The
-    # yardstick's faceres attacker keeps 224
+    # 51 celeba-mini people's photos found their own person's nearest (224: 97.0 %). On one
+    # seed 160 bought 20 % more steps, and M kept fewer faces and landmarks for no privacy
+    # ("Thirty-sixth pass"). The yardstick's faceres attacker keeps 224
     faceres_size: int = 224
     # the originals' embeddings (no gradient) computed once per run, each face through D's
     # un-jittered view, before M trains ("each_step": through a fresh jittered view every
-    # step, as M(f) is); "once" spares each step those forward passes. M(f) is still seen
-    # through a fresh jittered view, so M's start (the identity) has a gradient
+    # step, as M(f) is); "once" spares each step those forward passes (M then sees the
+    # photos without the brightness and contrast jitter, as the originals' pass did). M(f) is
+    # still seen through a fresh jittered view, so M's start (the identity) has a gradient.
+    # On one seed (with faceres at 160) it bought 40 % more steps and no privacy
+    # ("Thirty-sixth pass")
     recognizer_originals: str = "each_step"
     # a hinge on BlazeFace's face logit of M(f) falling below f's (capped at 3): a face
     # detector must still see a face, so lambda_recognizer can push harder (BlazeFace's
@@ -442,11 +446,7 @@ def mobile() -> Config:
         # dlib re-identified 4.0-4.3 points fewer than the RGB residual on the same seeds
         lambda_landmarks=10.0,
         # without it M sometimes stayed the identity past step 150 of 300 (or for good)
-        warmup_steps=100,
-        # a cheaper step, so the 45 minutes hold more of them: faceres at 160 px, and the
-        # originals' embeddings once per run (5.2 s a step became 3.6 s on one machine;
-        # "Thirty-sixth pass")
-        faceres_size=160, recognizer_originals="once")
+        warmup_steps=100)
     return cfg
 
 

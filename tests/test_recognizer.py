@@ -108,6 +108,76 @@ def test_faceres_tells_real_people_apart(faceres, photos):
     _tells_people_apart(emb, labels, gap=0.2)
 
 
+def test_faceres_at_160_px_still_tells_people_apart_and_facenet_keeps_160(faceres_dir, photos):
+    """`train.faceres_size` 160 (`mobile`): faceres's view at half 224's pixels still tells
+    these 12 people apart; FaceNet's graph takes 160 only, and says so."""
+    from privacy_anon.models.recognizer import FrozenRecognizer
+
+    x, align, labels, hw = photos
+    small = FrozenRecognizer("faceres", weights=faceres_dir, size=160)
+    assert small.input_size == 160
+    emb = _embed(small, x, align, hw)
+    assert emb.shape == (len(x), 1024)
+    _tells_people_apart(emb, labels, gap=0.2)
+    with pytest.raises(ValueError, match="160"):
+        FrozenRecognizer("facenet", size=128)
+    with pytest.raises(ValueError, match="size"):
+        FrozenRecognizer("faceres", weights=faceres_dir, size=32)
+    assert FrozenRecognizer("facenet", size=160).input_size == 160
+
+
+def test_the_originals_embeddings_once_give_the_same_term_as_each_step(recognizer, faceres_dir,
+                                                                        photos):
+    """`train.recognizer_originals: once`: f's embeddings computed before the run through D's
+    un-jittered view give, with no jitter, the term the per-step pass gives; they are what
+    the term compares against (another face's embeddings change it), and they travel with
+    their faces through the training data set."""
+    from privacy_anon.data.faces import FaceSet, make_face_dataset
+    from privacy_anon.models.face_classifier import build_classifier
+    from privacy_anon.models.modifier import build_modifier
+    from privacy_anon.models.recognizer import FrozenRecognizer
+    from privacy_anon.training.privacy_gan import PrivacyGAN
+
+    x, align, labels, hw = photos
+    cfg = get_preset("mobile")
+    firsts = np.array([np.flatnonzero(labels == k)[0] for k in range(8)])
+    x, align = tf.gather(x, firsts), tf.gather(align, firsts)
+    both = [recognizer, FrozenRecognizer("faceres", weights=faceres_dir, size=160)]
+    gan = PrivacyGAN(build_modifier(cfg.modifier), build_classifier(cfg.classifier, PEOPLE),
+                     recognizer=both, lambda_recognizer=1.0)
+    uint8 = np.round((x.numpy() + 1.0) * 127.5).astype(np.uint8)
+    once = gan.original_embeddings(uint8, align.numpy(), batch_size=3, progress=False)
+    assert [e.shape for e in once] == [(8, 512), (8, 1024)]
+    other = tf.roll(x, 1, axis=0)  # M(f) = another person's face
+    each_step = gan._recognizer_term(other, x, align).numpy()
+    cached = gan._recognizer_term(other, x, align, originals=once).numpy()
+    np.testing.assert_allclose(cached, each_step, atol=0.02)  # uint8 rounding of the photos
+    assert each_step.mean() < 0.6  # strangers: far from the identity's 1
+    # M(f) = f against cached originals: cosine about 1, and the roll of the cache (other
+    # people's embeddings) takes it down: the cache is what is compared
+    np.testing.assert_allclose(gan._recognizer_term(x, x, align, originals=once).numpy(), 1.0,
+                               atol=0.02)
+    rolled = [np.roll(e, 1, axis=0) for e in once]
+    assert gan._recognizer_term(x, x, align, originals=rolled).numpy().max() < 0.9
+    # with one recognizer per face, each face reads its own recognizer's cached row
+    split = PrivacyGAN(gan.modifier, gan.classifier, recognizer=both, lambda_recognizer=1.0,
+                       recognizers_per_face="one")
+    np.testing.assert_allclose(split._recognizer_term(other, x, align, originals=once).numpy(),
+                               split._recognizer_term(other, x, align).numpy(), atol=0.02)
+    # the data set carries each face's rows with it through the shuffle
+    faces = FaceSet(uint8, np.arange(8, dtype=np.int32), np.zeros((8, 5, 2), np.float32),
+                    [f"p{k}" for k in range(8)])
+    ds = make_face_dataset(faces, align.numpy(), 4, seed=3,
+                           extra={"recognizer_originals": tuple(once)})
+    batch = next(iter(ds))
+    ids = batch["identity"].numpy()
+    for k in range(2):
+        np.testing.assert_array_equal(batch["recognizer_originals"][k].numpy(), once[k][ids])
+    config = gan.get_config()
+    assert config["recognizer_sizes"] == [160, 160]
+    assert [r.input_size for r in PrivacyGAN.from_config(config).recognizers] == [160, 160]
+
+
 def test_mobileface_tells_real_people_apart(mobileface, photos):
     x, align, labels, hw = photos
     emb = _embed(mobileface, x, align, hw)
@@ -341,6 +411,24 @@ def _train_refuses(tmp_path, config: str, expected: str, preset="tiny", flags=()
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_with_the_originals_once_computes_them_before_m_trains(tmp_path):
+    """`train.recognizer_originals: once` through the command: the embeddings are computed
+    before M's steps (said on stderr), a run that meets each face fewer than 1.5 times is
+    told "each_step" is cheaper, and the run ends with M saved."""
+    (tmp_path / "once.yaml").write_text(
+        "train: {recognizer: facenet, lambda_recognizer: 1.0, recognizer_originals: once,\n"
+        "        classifier_steps: 2, face_batch_size: 4, checkpoint_every: 2}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "privacy_anon.cli", "train", "--preset", "tiny", "--stage",
+         "adversarial", "--data", "synthetic", "--config", str(tmp_path / "once.yaml"),
+         "--steps", "2", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training faces, once (train.recognizer_originals)" in proc.stderr
+    assert "each_step would be cheaper" in proc.stderr
+    assert (tmp_path / "run" / "modifier.keras").is_file()
+
+
 def test_mobile_without_the_human_models_folder_is_refused_before_any_work(tmp_path):
     """`mobile` trains against faceres, BlazeFace and FaceMesh, whose weights are the user's
     files: a run without them stops at once and says how to get them, or how to do without."""
@@ -365,6 +453,8 @@ def test_a_recognizer_weight_without_a_recognizer_is_one_line_and_exit_2(tmp_pat
     _train_refuses(tmp_path, "train: {recognizer_reference: people}\n", "train.recognizer_reference")
     _train_refuses(tmp_path, "train: {recognizer_blur: -1}\n", "train.recognizer_blur")
     _train_refuses(tmp_path, "train: {recognizers_per_face: two}\n", "train.recognizers_per_face")
+    _train_refuses(tmp_path, "train: {recognizer_originals: twice}\n", "train.recognizer_originals")
+    _train_refuses(tmp_path, "train: {faceres_size: 32}\n", "train.faceres_size")
     _train_refuses(tmp_path, "train: {recognizers_per_face: one, recognizer_temperature: 0.1}\n",
                    "train.recognizers_per_face")
 

@@ -287,7 +287,10 @@ def _datasets(cfg, stage, faces: FaceData, global_batch: int, shuffle_seed: int,
     from privacy_anon.data.faces import make_face_dataset
 
     face_ds = make_face_dataset(faces.train, faces.train_align, global_batch,
-                                seed=shuffle_seed, augment=True, extra=extra)
+                                # the originals' embeddings computed once saw the photos
+                                # as stored: so must M, or the brightness and contrast jitter
+                                # alone moves the embedding M is scored on
+                                seed=shuffle_seed, augment=not extra, extra=extra)
     if stage not in ("joint", "finetune"):
         return face_ds, None
     data = _action_data(cfg, "train")
@@ -670,12 +673,21 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if batch % replicas:
         raise InputError(f"train.face_batch_size={batch} must be divisible by the "
                          f"{replicas} replicas")
-    # A resumed run reshuffles with another seed instead of replaying the first batches.
     extra = None
-    if gan.recognizers and t.recognizer_originals == "once" and done < steps:
+    over_budget = (t.max_minutes > 0 and task is None
+                   and float(m_seconds.numpy()) >= t.max_minutes * 60)
+    if gan.recognizers and t.recognizer_originals == "once" and done < steps and not over_budget:
         # the same for every worker and every resume (no randomness): recomputed, not stored
+        began = time.time()
         extra = {"recognizer_originals": tuple(gan.original_embeddings(
             faces.train.images, faces.train_align, progress=verbose != 0))}
+        print(f"the recognizers' embeddings of {len(faces.train)} training faces, once "
+              f"(train.recognizer_originals): {time.time() - began:.0f} s", file=sys.stderr)
+        visits = (steps - done) * batch / len(faces.train)
+        if visits < 1.5:  # the pass once costs one visit of every face
+            print(f"  this run meets each face {visits:.1f} times at most: "
+                  "train.recognizer_originals each_step would be cheaper", file=sys.stderr)
+    # A resumed run reshuffles with another seed instead of replaying the first batches.
     ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done, extra=extra)
     if replicas > 1:
         # every worker builds the same seeded pipeline and keeps its share of each batch
