@@ -673,10 +673,17 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if batch % replicas:
         raise InputError(f"train.face_batch_size={batch} must be divisible by the "
                          f"{replicas} replicas")
+    budget = t.max_minutes * 60 if stage in ("adversarial", "joint") else 0.0
+    if budget and task is not None:
+        # each worker's clock would stop it at its own step, and the others would wait in
+        # the all-reduce for good
+        print(f"train.max_minutes ({t.max_minutes:g}) is not applied with --multi-worker "
+              f"(every worker must stop at the same step): training {steps} steps",
+              file=sys.stderr)
+        budget = 0.0
+    spent = budget and done < steps and float(m_seconds.numpy()) >= budget
     extra = None
-    over_budget = (t.max_minutes > 0 and task is None
-                   and float(m_seconds.numpy()) >= t.max_minutes * 60)
-    if gan.recognizers and t.recognizer_originals == "once" and done < steps and not over_budget:
+    if gan.recognizers and t.recognizer_originals == "once" and done < steps and not spent:
         # the same for every worker and every resume (no randomness): recomputed, not stored
         began = time.time()
         extra = {"recognizer_originals": tuple(gan.original_embeddings(
@@ -696,14 +703,6 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
-    budget = t.max_minutes * 60 if stage in ("adversarial", "joint") else 0.0
-    if budget and task is not None:
-        # each worker's clock would stop it at its own step, and the others would wait in
-        # the all-reduce for good
-        print(f"train.max_minutes ({t.max_minutes:g}) is not applied with --multi-worker "
-              f"(every worker must stop at the same step): training {steps} steps",
-              file=sys.stderr)
-        budget = 0.0
     timer = cb.TimeBudget(m_seconds, budget, chunk) if budget else None
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
@@ -718,7 +717,6 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                                           round(t.int8_noise_from * steps), chunk))
     if stage in ("adversarial", "joint"):
         callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
-    spent = budget and done < steps and float(m_seconds.numpy()) >= budget
     if spent:
         print(f"{out}: M's time budget is spent ({m_seconds.numpy() / 60:.1f} of "
               f"train.max_minutes {t.max_minutes:g}) at step {done} of {steps}: not trained "
