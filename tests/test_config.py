@@ -52,6 +52,9 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     # "Twenty-eighth", "Thirty-fifth pass": fidelity as SSIM, M trained for a time, not a count
     assert mobile.train.lambda_ssim > 0 and mobile.train.lambda_l1 == 0
     assert 0 < mobile.train.max_minutes <= 50 and paper.train.max_minutes == 0
+    # "Thirty-seventh pass": and the whole command keeps its hour, the release's time kept
+    assert 0 < mobile.train.release_minutes < mobile.train.command_minutes <= 60
+    assert paper.train.command_minutes == 0
     # "Thirty-sixth pass": the cheaper steps (faceres at 160 px, the originals' pass once)
     # bought no privacy; faceres sees 224 px views and the originals every step
     assert (mobile.train.faceres_size, mobile.train.recognizer_originals) == (224, "each_step")

@@ -143,6 +143,39 @@ def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     assert "M stopped" not in lifted.stderr
 
 
+def test_command_minutes_bounds_the_whole_command_and_a_late_resume_trains_nothing(tmp_path):
+    """train.command_minutes counts this invocation from its start: with almost none left
+    when M would start, M still trains one chunk (an untrained M is the identity: nothing
+    to hand over), stops there and says the command went past; a resume already past it
+    keeps M as it is. No max_minutes: the command's clock alone stops M."""
+    d_run, run = tmp_path / "d", tmp_path / "m"
+    assert _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)],
+                tmp_path).returncode == 0
+    args = ["--stage", "adversarial", "--steps", "40", "--classifier-checkpoint", str(d_run),
+            "--out", str(run)]
+    late = tmp_path / "late.yaml"
+    late.write_text(SMALL + "  command_minutes: 0.001\n")
+    first = _cli([*args, "--config", str(late)], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "spent before M's first step" in first.stderr, first.stderr[-2000:]
+    assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
+           "train.command_minutes (0.001" in first.stderr
+    assert "past train.command_minutes 0.001" in first.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
+    assert metrics["end_to_end_minutes"] > 0.001
+
+    again = _cli([*args, "--config", str(late)], tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "not trained further at step 10 of 40" in again.stderr
+    assert "M's time budget is spent" not in again.stderr
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 10
+
+    lifted = _cli(args, tmp_path)  # SMALL: no clock
+    assert lifted.returncode == 0, lifted.stderr[-2000:]
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 40
+
+
 def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     run = tmp_path / "r"
     cfg = tmp_path / "small.yaml"

@@ -82,24 +82,33 @@ class Int8NoiseFrom(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stops training at the end of the first chunk after which one more chunk (as long as
     the last one) would take the training time in `seconds` (a checkpointed variable, so it
-    counts over resumes) past `budget` seconds. Put it before `CheckpointSaver`: the saved
-    time then includes the chunk the checkpoint ends."""
+    counts over resumes) past `budget` seconds, or end past `deadline` (a `time.time()`,
+    this process only; None: none). Put it before `CheckpointSaver`: the saved time then
+    includes the chunk the checkpoint ends. `stopped_by` says which limit stopped it."""
 
-    def __init__(self, seconds: tf.Variable, budget: float, steps_per_chunk: int):
+    def __init__(self, seconds: tf.Variable, budget: float, steps_per_chunk: int,
+                 deadline: float | None = None):
         super().__init__()
         self.seconds = seconds
         self.budget = float(budget)
+        self.deadline = deadline
         self.steps_per_chunk = int(steps_per_chunk)
         self.stopped_at = None
+        self.stopped_by = None
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.time()
 
     def on_epoch_end(self, epoch, logs=None):
-        took = time.time() - self._start
+        now = time.time()
+        took = now - self._start
         self.seconds.assign_add(took)
-        if float(self.seconds.numpy()) + took > self.budget:
+        if self.budget and float(self.seconds.numpy()) + took > self.budget:
+            self.stopped_by = "budget"
+        elif self.deadline is not None and now + took > self.deadline:
+            self.stopped_by = "deadline"
+        if self.stopped_by:
             self.stopped_at = (epoch + 1) * self.steps_per_chunk
             self.model.stop_training = True
 

@@ -674,14 +674,37 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         raise InputError(f"train.face_batch_size={batch} must be divisible by the "
                          f"{replicas} replicas")
     budget = t.max_minutes * 60 if stage in ("adversarial", "joint") else 0.0
-    if budget and task is not None:
+    releases = stage == "adversarial" and cfg.data.faces != "synthetic" and release and chief
+    reserve = t.release_minutes if releases else 0.0  # the export and the yardstick after M
+    deadline = (started + 60 * (t.command_minutes - reserve)
+                if t.command_minutes and stage in ("adversarial", "joint") else None)
+    if task is not None:
         # each worker's clock would stop it at its own step, and the others would wait in
         # the all-reduce for good
-        print(f"train.max_minutes ({t.max_minutes:g}) is not applied with --multi-worker "
-              f"(every worker must stop at the same step): training {steps} steps",
-              file=sys.stderr)
-        budget = 0.0
+        for name, value, on in (("max_minutes", t.max_minutes, budget),
+                                ("command_minutes", t.command_minutes, deadline)):
+            if on:
+                print(f"train.{name} ({value:g}) is not applied with --multi-worker (every "
+                      f"worker must stop at the same step): training {steps} steps",
+                      file=sys.stderr)
+        budget, deadline = 0.0, None
     spent = budget and done < steps and float(m_seconds.numpy()) >= budget
+    late = deadline is not None and done < steps and time.time() >= deadline
+    if spent:
+        print(f"{out}: M's time budget is spent ({m_seconds.numpy() / 60:.1f} of "
+              f"train.max_minutes {t.max_minutes:g}) at step {done} of {steps}: not trained "
+              "further (a larger train.max_minutes, or 0, continues it)", file=sys.stderr)
+    elif late:
+        elapsed = (time.time() - started) / 60
+        if done:  # M has trained: what it holds is handed over
+            print(f"{out}: {elapsed:.1f} min of train.command_minutes {t.command_minutes:g} "
+                  f"spent before M's training (train.release_minutes {reserve:g} kept): not "
+                  f"trained further at step {done} of {steps}", file=sys.stderr)
+            spent = True
+        else:  # an untrained M is the identity: nothing to hand over, so one chunk
+            print(f"{out}: {elapsed:.1f} min of train.command_minutes {t.command_minutes:g} "
+                  f"spent before M's first step (train.release_minutes {reserve:g} kept): M "
+                  f"trains one chunk of {chunk} steps, past it", file=sys.stderr)
     extra = None
     if gan.recognizers and t.recognizer_originals == "once" and done < steps and not spent:
         # the same for every worker and every resume (no randomness): recomputed, not stored
@@ -703,7 +726,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
-    timer = cb.TimeBudget(m_seconds, budget, chunk) if budget else None
+    timer = cb.TimeBudget(m_seconds, budget, chunk, deadline) if budget or deadline else None
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
@@ -717,17 +740,19 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                                           round(t.int8_noise_from * steps), chunk))
     if stage in ("adversarial", "joint"):
         callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
-    if spent:
-        print(f"{out}: M's time budget is spent ({m_seconds.numpy() / 60:.1f} of "
-              f"train.max_minutes {t.max_minutes:g}) at step {done} of {steps}: not trained "
-              "further (a larger train.max_minutes, or 0, continues it)", file=sys.stderr)
-    elif done < steps:
+    if not spent and done < steps:
         gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
                 callbacks=callbacks, verbose=verbose, shuffle=False)
     if timer and timer.stopped_at is not None and timer.stopped_at < steps:
-        print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} steps "
-              f"would pass train.max_minutes ({t.max_minutes:g}; {m_seconds.numpy() / 60:.1f} "
-              "spent)", file=sys.stderr)
+        if timer.stopped_by == "budget":
+            print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} "
+                  f"steps would pass train.max_minutes ({t.max_minutes:g}; "
+                  f"{m_seconds.numpy() / 60:.1f} spent)", file=sys.stderr)
+        else:
+            print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} "
+                  f"steps would pass train.command_minutes ({t.command_minutes:g}, "
+                  f"{reserve:g} of them kept for the export and the yardstick; "
+                  f"{(time.time() - started) / 60:.1f} elapsed)", file=sys.stderr)
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
@@ -738,7 +763,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     rows = _history(write / "history.jsonl")
     metrics = {"stage": stage, "steps": int(step.numpy()), "train": rows[-1] if rows else {},
                "minutes": round((time.time() - started) / 60, 2)}
-    if budget:
+    if budget or deadline:
         metrics.update(steps_ceiling=steps, m_minutes=round(float(m_seconds.numpy()) / 60, 2))
     # against D_1 only (with several D's: D_1 is the run's own seed, as with one D)
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
@@ -766,12 +791,21 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         from privacy_anon.errors import ExportRefused
         from privacy_anon.training.release import release as hand_over
 
+        began = time.time()
         try:
             metrics.update(hand_over(cfg, out, modifier, faces))
+            metrics["release_minutes"] = round((time.time() - began) / 60, 2)
         except ExportRefused as exc:  # the training figures are kept, and why nothing shipped
             metrics["bundle"] = {"refused": exc.reason}
             atomic_write_json(write / "metrics.json", metrics)
             raise
+    metrics["end_to_end_minutes"] = round((time.time() - started) / 60, 2)
+    if deadline is not None and t.command_minutes and \
+            metrics["end_to_end_minutes"] > t.command_minutes:
+        print(f"{out}: the command took {metrics['end_to_end_minutes']:.1f} min, past "
+              f"train.command_minutes {t.command_minutes:g} (the export and the yardstick took "
+              f"{metrics.get('release_minutes', 0):.1f}; train.release_minutes {reserve:g})",
+              file=sys.stderr)
     atomic_write_json(write / "metrics.json", metrics)
     if task is not None:  # workers must end identical: one line to compare them by
         print(f"worker {task}: step {int(step.numpy())} weights sha256 "
