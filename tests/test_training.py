@@ -112,15 +112,21 @@ def test_steps_round_up_to_whole_checkpoint_chunks_and_say_so(tmp_path):
     assert exact.returncode == 0 and "rounded up" not in exact.stderr
 
 
+def _m_after_a_short_d(tmp_path, run):
+    """Pre-trains D for 10 steps; returns the arguments of a 40-step adversarial run in `run`."""
+    d_run = tmp_path / "d"
+    assert _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)],
+                tmp_path).returncode == 0
+    return ["--stage", "adversarial", "--steps", "40", "--classifier-checkpoint", str(d_run),
+            "--out", str(run)]
+
+
 def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     """A budget far below one chunk's time: M stops after its first chunk (10 of 40 steps)
     and says so; the checkpoint keeps the time, so a resume under the same budget trains
     nothing; lifting the budget continues to the step count."""
-    d_run, run = tmp_path / "d", tmp_path / "m"
-    assert _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)],
-                tmp_path).returncode == 0
-    args = ["--stage", "adversarial", "--steps", "40", "--classifier-checkpoint", str(d_run),
-            "--out", str(run)]
+    run = tmp_path / "m"
+    args = _m_after_a_short_d(tmp_path, run)
     budget = tmp_path / "budget.yaml"
     budget.write_text(SMALL + "  max_minutes: 0.001\n")
     first = _cli([*args, "--config", str(budget)], tmp_path)
@@ -148,11 +154,8 @@ def test_command_minutes_bounds_the_whole_command_and_a_late_resume_trains_nothi
     when M would start, M still trains one chunk (an untrained M is the identity: nothing
     to hand over), stops there and says the command went past; a resume already past it
     keeps M as it is. No max_minutes: the command's clock alone stops M."""
-    d_run, run = tmp_path / "d", tmp_path / "m"
-    assert _cli(["--stage", "classifier", "--steps", "10", "--out", str(d_run)],
-                tmp_path).returncode == 0
-    args = ["--stage", "adversarial", "--steps", "40", "--classifier-checkpoint", str(d_run),
-            "--out", str(run)]
+    run = tmp_path / "m"
+    args = _m_after_a_short_d(tmp_path, run)
     late = tmp_path / "late.yaml"
     late.write_text(SMALL + "  command_minutes: 0.001\n")
     first = _cli([*args, "--config", str(late)], tmp_path)
