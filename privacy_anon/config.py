@@ -38,6 +38,7 @@ RANGES = {
     "train.command_minutes": (0.0, 100000.0),
     "train.release_minutes": (0.0, 100000.0),
     "train.faceres_size": (64, 448),
+    "train.warmup_fraction": (0.0, 1.0),
 }
 
 
@@ -227,6 +228,11 @@ class TrainConfig:
     recognizer_blur: float = 0.0
     # M's image terms (L1, colour, low-pass, realism) grow from 0 over its first this many steps
     warmup_steps: int = 0
+    # with a clock (`max_minutes`, `command_minutes`), the warm-up is also at most this
+    # fraction of the steps M is projected to reach (after each chunk, at its pace): machines
+    # differ ~5x per step, and 100 steps were most of the 150 one slow machine's hour gave
+    # (0: warmup_steps alone)
+    warmup_fraction: float = 0.0
     # modifier.int8_noise acts only from this fraction of M's steps on (0: from the first;
     # 0.75: the last quarter), so M's edit is formed before it must survive int8 rounding
     # (of the step count: with `max_minutes` a run that stops early may never reach it)
@@ -458,8 +464,10 @@ def mobile() -> Config:
         # ("Fifteenth", "Sixteenth pass"): pose and expression stay, no colour is painted, and
         # dlib re-identified 4.0-4.3 points fewer than the RGB residual on the same seeds
         lambda_landmarks=10.0,
-        # without it M sometimes stayed the identity past step 150 of 300 (or for good)
-        warmup_steps=100)
+        # without it M sometimes stayed the identity past step 150 of 300 (or for good); a
+        # fifth of the steps the clock allows at most (500 steps keep 100; on a machine 2.9x
+        # slower, 150 steps had been two-thirds warm-up, "Thirty-eighth pass")
+        warmup_steps=100, warmup_fraction=0.2)
     return cfg
 
 

@@ -55,6 +55,8 @@ def test_mobile_is_the_cpu_recipe_and_paper_stays_algorithm_1():
     # "Thirty-seventh pass": and the whole command keeps its hour, the release's time kept
     assert 0 < mobile.train.release_minutes < mobile.train.command_minutes <= 60
     assert paper.train.command_minutes == 0
+    # "Thirty-eighth pass": with the clock, the warm-up is at most a fraction of M's steps
+    assert 0 < mobile.train.warmup_fraction < 1 and paper.train.warmup_fraction == 0
     # "Thirty-sixth pass": the cheaper steps (faceres at 160 px, the originals' pass once)
     # bought no privacy; faceres sees 224 px views and the originals every step
     assert (mobile.train.faceres_size, mobile.train.recognizer_originals) == (224, "each_step")

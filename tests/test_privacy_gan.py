@@ -216,7 +216,13 @@ def test_warmup_ramps_the_image_terms_over_ms_first_steps():
         gan.m_optimizer.iterations.assign(taken)
         ramps.append(float(gan._warmup_ramp()))
     assert ramps == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    # a clock may shorten the warm-up while M trains, never lengthen it
+    gan.m_optimizer.iterations.assign(0)
+    assert gan.shorten_warmup(2) == 2 and float(gan._warmup_ramp()) == 0.5
+    assert gan.shorten_warmup(10) == 2 and gan.shorten_warmup(0) == 1
+    assert float(gan._warmup_ramp()) == 1.0
     assert PrivacyGAN(m, d)._warmup_ramp() == 1.0  # the paper: no warm-up
+    assert PrivacyGAN(m, d).shorten_warmup(5) == 0
     assert gan.get_config()["warmup_steps"] == 4
 
 

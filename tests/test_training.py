@@ -124,17 +124,21 @@ def _m_after_a_short_d(tmp_path, run):
 def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     """A budget far below one chunk's time: M stops after its first chunk (10 of 40 steps)
     and says so; the checkpoint keeps the time, so a resume under the same budget trains
-    nothing; lifting the budget continues to the step count."""
+    nothing; lifting the budget continues to the step count. The clock also shortens a
+    warm-up of 1,000 steps to half the 10 steps it lets M reach (`warmup_fraction`)."""
     run = tmp_path / "m"
     args = _m_after_a_short_d(tmp_path, run)
     budget = tmp_path / "budget.yaml"
-    budget.write_text(SMALL + "  max_minutes: 0.001\n")
+    budget.write_text(SMALL + "  max_minutes: 0.001\n  warmup_steps: 1000\n"
+                      "  warmup_fraction: 0.5\n")
     first = _cli([*args, "--config", str(budget)], tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
            "train.max_minutes (0.001;" in first.stderr
+    assert "M's warm-up: 5 steps, 0.5 of the 10 the clock allows" in first.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
+    assert metrics["warmup_steps"] == 5
     assert metrics["m_minutes"] > 0.001
     rows = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 10

@@ -9,6 +9,7 @@ with exactly the step count it had saved (see `training/runs.py`).
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -84,17 +85,25 @@ class TimeBudget(keras.callbacks.Callback):
     the last one) would take the training time in `seconds` (a checkpointed variable, so it
     counts over resumes) past `budget` seconds, or end past `deadline` (a `time.time()`,
     this process only; None: none). Put it before `CheckpointSaver`: the saved time then
-    includes the chunk the checkpoint ends. `stopped_by` says which limit stopped it."""
+    includes the chunk the checkpoint ends. `stopped_by` says which limit stopped it.
+
+    With `warmup_fraction` > 0 it also projects, after each chunk, the step M will reach
+    (at the last chunk's pace, at most `steps`) and shortens the model's warm-up to that
+    fraction of it (`PrivacyGAN.shorten_warmup`): a warm-up set in steps would otherwise
+    take most of a slow machine's run. `warmup` is the length in force."""
 
     def __init__(self, seconds: tf.Variable, budget: float, steps_per_chunk: int,
-                 deadline: float | None = None):
+                 deadline: float | None = None, warmup_fraction: float = 0.0, steps: int = 0):
         super().__init__()
         self.seconds = seconds
         self.budget = float(budget)
         self.deadline = deadline
         self.steps_per_chunk = int(steps_per_chunk)
+        self.warmup_fraction = float(warmup_fraction)
+        self.steps = int(steps)
         self.stopped_at = None
         self.stopped_by = None
+        self.warmup = None
         self._start = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -104,13 +113,33 @@ class TimeBudget(keras.callbacks.Callback):
         now = time.time()
         took = now - self._start
         self.seconds.assign_add(took)
+        step = (epoch + 1) * self.steps_per_chunk
+        if self.warmup_fraction > 0 and (self.warmup is None or step < self.warmup):
+            self._shorten_warmup(step, now, took)
         if self.budget and float(self.seconds.numpy()) + took > self.budget:
             self.stopped_by = "budget"
         elif self.deadline is not None and now + took > self.deadline:
             self.stopped_by = "deadline"
         if self.stopped_by:
-            self.stopped_at = (epoch + 1) * self.steps_per_chunk
+            self.stopped_at = step
             self.model.stop_training = True
+
+    def _shorten_warmup(self, step: int, now: float, took: float):
+        left = []
+        if self.budget:
+            left.append(self.budget - float(self.seconds.numpy()))
+        if self.deadline is not None:
+            left.append(self.deadline - now)
+        pace = took / self.steps_per_chunk
+        reach = step + max(min(left), 0.0) / pace if left and pace > 0 else float(self.steps)
+        if self.steps:
+            reach = min(reach, self.steps)
+        before = self.warmup
+        self.warmup = self.model.shorten_warmup(math.ceil(self.warmup_fraction * reach))
+        if before is None and self.warmup and self.warmup < self.model.warmup_steps:
+            print(f"M's warm-up: {self.warmup} steps, {self.warmup_fraction:g} of the "
+                  f"{reach:.0f} the clock allows at this pace (train.warmup_steps "
+                  f"{self.model.warmup_steps}, train.warmup_fraction)", file=sys.stderr)
 
 
 class HistoryLogger(keras.callbacks.Callback):

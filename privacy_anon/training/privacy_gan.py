@@ -230,7 +230,7 @@ class PrivacyGAN(keras.Model):
             terms' gradient is weak: measured, a `mobile` M spent 100-150 of its 300 steps
             there. At full weight from step 1, the flag hinge alone held a 120-step M near
             the identity (dlib lost 4.5 points, ramped 17.7; RESULTS.md, "Twenty-fifth
-            pass"). 0 in the paper.
+            pass"). 0 in the paper. `shorten_warmup` may shorten it while M trains.
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -354,6 +354,10 @@ class PrivacyGAN(keras.Model):
         if int(warmup_steps) != warmup_steps or warmup_steps < 0:
             raise ValueError(f"`warmup_steps` must be an integer >= 0, received {warmup_steps}")
         self.warmup_steps = int(warmup_steps)
+        # the warm-up's length in force: a variable, so a training clock can shorten it
+        # (`shorten_warmup`) without the step being traced again
+        self.warmup_length = tf.Variable(float(max(self.warmup_steps, 1)), trainable=False,
+                                         name="warmup_length")
         # Under a strategy Keras would otherwise call `call()` on the data dict to build.
         self.built = True
         names = {
@@ -807,11 +811,19 @@ class PrivacyGAN(keras.Model):
                                       call(geometry.warp_affine(faces, view, size))))
 
     def _warmup_ramp(self):
-        """1, or (M steps taken + 1) / `warmup_steps` during the warm-up."""
+        """1, or (M steps taken + 1) / the warm-up's length during the warm-up."""
         if not self.warmup_steps:
             return 1.0
         taken = tf.cast(self.m_optimizer.iterations + 1, tf.float32)
-        return tf.minimum(1.0, taken / float(self.warmup_steps))
+        return tf.minimum(1.0, taken / self.warmup_length)
+
+    def shorten_warmup(self, steps: int) -> int:
+        """Makes the warm-up at most `steps` long (at least 1; never longer than it is: the
+        ramp only rises). Returns the length now in force (0 without a warm-up)."""
+        if not self.warmup_steps:
+            return 0
+        self.warmup_length.assign(min(float(self.warmup_length.numpy()), float(max(int(steps), 1))))
+        return int(self.warmup_length.numpy())
 
     def _color_terms(self, modified, faces):
         """(chroma, low-pass) per face: colour kept at every scale, and light and shape kept

@@ -726,7 +726,10 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         ds = strategy.experimental_distribute_dataset(ds.with_options(options))
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
-    timer = cb.TimeBudget(m_seconds, budget, chunk, deadline) if budget or deadline else None
+    timer = None
+    if budget or deadline:
+        timer = cb.TimeBudget(m_seconds, budget, chunk, deadline, steps=steps,
+                              warmup_fraction=t.warmup_fraction if t.warmup_steps else 0.0)
     callbacks = [
         cb.StepLearningRate({k: v for k, v in opts.items()}, rates,
                             t.lr_drop_epoch * t.steps_per_epoch if stage != "classifier" else 0,
@@ -765,6 +768,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                "minutes": round((time.time() - started) / 60, 2)}
     if budget or deadline:
         metrics.update(steps_ceiling=steps, m_minutes=round(float(m_seconds.numpy()) / 60, 2))
+    if stage in ("adversarial", "joint") and gan.warmup_steps:
+        metrics["warmup_steps"] = int(gan.warmup_length.numpy())  # as shortened by the clock
     # against D_1 only (with several D's: D_1 is the run's own seed, as with one D)
     metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
     if stage == "classifier":
