@@ -135,7 +135,7 @@ def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
            "train.max_minutes (0.001;" in first.stderr
-    assert "M's warm-up: 5 steps, 0.5 of the 10 the clock allows" in first.stderr
+    assert "M's warm-up: 5 steps, 0.5 of the 10 M is projected to reach" in first.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
     assert metrics["warmup_steps"] == 5

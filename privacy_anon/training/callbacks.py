@@ -90,7 +90,7 @@ class TimeBudget(keras.callbacks.Callback):
     With `warmup_fraction` > 0 it also projects, after each chunk, the step M will reach
     (at the last chunk's pace, at most `steps`) and shortens the model's warm-up to that
     fraction of it (`PrivacyGAN.shorten_warmup`): a warm-up set in steps would otherwise
-    take most of a slow machine's run. `warmup` is the length in force."""
+    take most of a slow machine's run. `warmup` is the length in force once projected."""
 
     def __init__(self, seconds: tf.Variable, budget: float, steps_per_chunk: int,
                  deadline: float | None = None, warmup_fraction: float = 0.0, steps: int = 0):
@@ -114,8 +114,8 @@ class TimeBudget(keras.callbacks.Callback):
         took = now - self._start
         self.seconds.assign_add(took)
         step = (epoch + 1) * self.steps_per_chunk
-        if self.warmup_fraction > 0 and (self.warmup is None or step < self.warmup):
-            self._shorten_warmup(step, now, took)
+        if self.warmup_fraction > 0 and step < float(self.model.warmup_length.numpy()):
+            self._shorten_warmup(step, now, took)  # (a warm-up already over is left alone)
         if self.budget and float(self.seconds.numpy()) + took > self.budget:
             self.stopped_by = "budget"
         elif self.deadline is not None and now + took > self.deadline:
@@ -136,10 +136,10 @@ class TimeBudget(keras.callbacks.Callback):
             reach = min(reach, self.steps)
         before = self.warmup
         self.warmup = self.model.shorten_warmup(math.ceil(self.warmup_fraction * reach))
-        if before is None and self.warmup and self.warmup < self.model.warmup_steps:
+        if before is None and self.warmup < self.model.warmup_steps:
             print(f"M's warm-up: {self.warmup} steps, {self.warmup_fraction:g} of the "
-                  f"{reach:.0f} the clock allows at this pace (train.warmup_steps "
-                  f"{self.model.warmup_steps}, train.warmup_fraction)", file=sys.stderr)
+                  f"{reach:.0f} M is projected to reach on the clock (train.warmup_fraction; "
+                  f"train.warmup_steps {self.model.warmup_steps})", file=sys.stderr)
 
 
 class HistoryLogger(keras.callbacks.Callback):
