@@ -136,6 +136,8 @@ def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
            "train.max_minutes (0.001;" in first.stderr
     assert "M's warm-up: 5 steps, 0.5 of the 10 M is projected to reach" in first.stderr
+    assert "the same command resumes M at step 10 (train.max_minutes counts over resumes: " \
+           "0.0 min left" in first.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
     assert metrics["warmup_steps"] == 5
@@ -168,6 +170,7 @@ def test_command_minutes_bounds_the_whole_command_and_a_late_resume_trains_nothi
     assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
            "train.command_minutes (0.001" in first.stderr
     assert "past train.command_minutes 0.001" in first.stderr
+    assert "the same command resumes M at step 10\n" in first.stderr  # no max_minutes
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
     assert metrics["end_to_end_minutes"] > 0.001

@@ -756,6 +756,12 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                   f"steps would pass train.command_minutes ({t.command_minutes:g}, "
                   f"{reserve:g} of them kept for the export and the yardstick; "
                   f"{(time.time() - started) / 60:.1f} elapsed)", file=sys.stderr)
+        # a slow machine's hour holds few of M's steps: how to give it more
+        left = t.max_minutes - float(m_seconds.numpy()) / 60 if budget else None
+        print(f"  the same command resumes M at step {timer.stopped_at}"
+              + ("" if left is None else
+                 f" (train.max_minutes counts over resumes: {max(left, 0):.1f} min left; a "
+                 "larger one trains M further)"), file=sys.stderr)
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
