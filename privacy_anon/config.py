@@ -419,8 +419,9 @@ def mobile() -> Config:
     D is still pre-trained and plays its step (its accuracy on M(f) is reported; its terms
     can be turned back on). The low-pass term keeps the face's light (the colour term only
     acts where the luma residual clips: Cb and Cr's weights sum to 0); a PatchGAN critic
-    judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`), so
-    M reliably leaves its identity start. M's outer convs are 3x3, and faces enter and leave
+    judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`; at
+    most a fifth of the steps the clock lets M reach, `warmup_fraction`), so M reliably
+    leaves its identity start. M's outer convs are 3x3, and faces enter and leave
     it as 2x2 pixel blocks (`pixel_shuffle`), so no layer runs at full resolution. A stays
     the paper's.
     """
