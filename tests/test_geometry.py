@@ -37,6 +37,51 @@ def test_landmarks_land_on_the_template_within_one_pixel():
             assert abs(x - tx) <= 1.0 and abs(y - ty) <= 1.0, (k, x, y, tx, ty)
 
 
+def _bilinear_reference(image, matrix, size, fill, upstream):
+    """Per pixel, in NumPy: the sampled (h, w, C) and the gradient of sum(out * upstream)."""
+    in_h, in_w, _ = image.shape
+    out = np.zeros(size + image.shape[2:], np.float64)
+    grad = np.zeros(image.shape, np.float64)
+    for i in range(size[0]):
+        for j in range(size[1]):
+            x, y = matrix @ [j, i, 1.0]
+            x0, y0 = int(np.floor(x)), int(np.floor(y))
+            for dy in (0, 1):
+                for dx in (0, 1):
+                    w = (x - x0 if dx else 1 - x + x0) * (y - y0 if dy else 1 - y + y0)
+                    xi, yi = x0 + dx, y0 + dy
+                    if 0 <= xi < in_w and 0 <= yi < in_h:
+                        out[i, j] += w * image[yi, xi]
+                        grad[yi, xi] += w * upstream[i, j]
+                    else:
+                        out[i, j] += w * fill
+    return out, grad
+
+
+def test_warp_affine_samples_and_back_propagates_like_bilinear_interpolation():
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (3, 9, 11, 2)).astype(np.float32)
+    matrices = np.array([
+        [[0.8, 0.1, 1.3], [-0.2, 0.7, 0.6]],   # inside, turned
+        [[1.6, 0.3, -6.0], [0.2, 1.4, -5.0]],  # reaches past every side, far past some
+        [[0.5, 0.0, 2.25], [0.0, 0.5, 3.5]],   # up-sampling onto pixel edges
+    ], np.float32)
+    size = (13, 10)
+    upstream = rng.uniform(-1, 1, (3,) + size + (2,)).astype(np.float32)
+    for fill in (0.0, 0.5):
+        x = tf.constant(images)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = geometry.warp_affine(x, matrices, size, fill=fill)
+            loss = tf.reduce_sum(out * upstream)
+        grad = tape.gradient(loss, x).numpy()
+        for b in range(3):
+            want, want_grad = _bilinear_reference(images[b], matrices[b], size, fill, upstream[b])
+            np.testing.assert_allclose(out[b].numpy(), want, atol=1e-5)
+            np.testing.assert_allclose(grad[b], want_grad, atol=1e-5)
+        assert np.abs(grad[1]).sum() > 0 and np.any(out[1].numpy() == fill)
+
+
 def test_gradient_of_d_loss_reaches_m_through_alignment():
     cfg = get_preset("tiny")
     m = build_modifier(cfg.modifier)

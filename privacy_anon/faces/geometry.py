@@ -100,28 +100,27 @@ def warp_affine(images, matrices, size, fill: float = 0.0):
     matrices = tf.cast(matrices, tf.float32)
     out_h, out_w = int(size[0]), int(size[1])
     shape = tf.shape(images)
-    batch, in_h, in_w = shape[0], shape[1], shape[2]
+    batch, in_h, in_w, channels = shape[0], shape[1], shape[2], shape[3]
+    # A ring of `fill` (one pixel before, two after) and positions clamped to [-1, side]: every
+    # tap lands inside, so there is no per-tap mask, and one gather fetches all four taps.
+    # Against four masked gather_nd's this is about 30% faster forward and backward on a CPU
+    # (benchmarks/RESULTS.md, "Thirty-ninth pass") with the same samples.
+    padded = tf.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]], constant_values=fill)
+    row = in_w + 3
     ys, xs = tf.meshgrid(tf.range(out_h, dtype=tf.float32), tf.range(out_w, dtype=tf.float32),
                          indexing="ij")
     grid = tf.stack([xs, ys, tf.ones_like(xs)], axis=-1)  # (h, w, 3)
     coords = tf.einsum("hwk,bjk->bhwj", grid, matrices)  # (B, h, w, 2)
-    x, y = coords[..., 0], coords[..., 1]
+    x = tf.clip_by_value(coords[..., 0], -1.0, tf.cast(in_w, tf.float32))
+    y = tf.clip_by_value(coords[..., 1], -1.0, tf.cast(in_h, tf.float32))
     x0, y0 = tf.floor(x), tf.floor(y)
     wx, wy = x - x0, y - y0
-    x0, y0 = tf.cast(x0, tf.int32), tf.cast(y0, tf.int32)
-    w_max, h_max = in_w - 1, in_h - 1
-    b_idx = tf.broadcast_to(tf.reshape(tf.range(batch), [-1, 1, 1]), tf.shape(x0))
-
-    def tap(xi, yi):
-        inside = (xi >= 0) & (xi <= w_max) & (yi >= 0) & (yi <= h_max)
-        idx = tf.stack([b_idx, tf.clip_by_value(yi, 0, h_max), tf.clip_by_value(xi, 0, w_max)], -1)
-        values = tf.gather_nd(images, idx)
-        return tf.where(inside[..., None], values, tf.cast(fill, values.dtype))
-
-    wx, wy = wx[..., None], wy[..., None]
-    top = tap(x0, y0) * (1 - wx) + tap(x0 + 1, y0) * wx
-    bottom = tap(x0, y0 + 1) * (1 - wx) + tap(x0 + 1, y0 + 1) * wx
-    return top * (1 - wy) + bottom * wy
+    first = (tf.reshape(tf.range(batch) * (in_h + 3) * row, [-1, 1, 1])
+             + (tf.cast(y0, tf.int32) + 1) * row + tf.cast(x0, tf.int32) + 1)
+    taps = tf.gather(tf.reshape(padded, [-1, channels]),
+                     tf.stack([first, first + 1, first + row, first + row + 1], -1))
+    weights = tf.stack([(1 - wx) * (1 - wy), wx * (1 - wy), (1 - wx) * wy, wx * wy], -1)
+    return tf.reduce_sum(taps * weights[..., None], axis=-2)
 
 
 def align_faces(images, matrices, height: int, width: int):
