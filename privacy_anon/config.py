@@ -270,8 +270,8 @@ class TrainConfig:
     finetune_steps: int = 1000  # phase 2 of Algorithm 1 (A only)
     checkpoint_every: int = 100  # steps between checkpoints (a run's steps round up to whole ones)
     # M's training (stages adversarial and joint) stops at the first checkpoint after which
-    # one more chunk would pass this many minutes of it, counted over resumes; its steps are
-    # then a ceiling. Machines differ ~3x per step, so a fixed count cannot keep an hour
+    # one more chunk would pass this many minutes of it, counted over resumes, after a last,
+    # shorter chunk of the steps that still fit; its steps are then a ceiling. Machines differ ~3x per step, so a fixed count cannot keep an hour
     # (0: no limit, the steps decide; not applied under --multi-worker)
     max_minutes: float = 0.0
     # the whole command's time, this invocation (faces found, D pre-trained, M trained, the

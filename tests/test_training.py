@@ -301,6 +301,69 @@ def test_int8_noise_turns_on_at_its_step_and_the_step_is_traced_again():
     assert m.int8_noise == 1.0
 
 
+def test_a_clock_stop_fills_the_time_left_with_a_last_chunk_and_a_resume_regains_the_grid(
+        tmp_path, capsys):
+    """`fit_in_chunks` with the real `TimeBudget`, `CheckpointSaver` and `HistoryLogger` on a
+    small model whose steps a pacer spaces 0.3 s apart on the wall clock (whatever the
+    tracing costs): with a budget of 7.5 s and chunks of 10 (3 s), after step 20 another
+    whole chunk would pass it, and the ~1.5 s left hold 4 or 5 more steps (5% spare; the
+    callbacks' own time between chunks is not the pacer's), trained as a last chunk that
+    ends inside the budget and checkpointed. Resumed with no clock to step 40, the run
+    first trains the steps back to the grid, then whole chunks."""
+    import tensorflow as tf
+
+    from privacy_anon.training import callbacks as cb
+
+    class Pacer(keras.callbacks.Callback):
+        """Batch i (over every fit) ends 0.3 * (i + 1) s after the first one began."""
+
+        def __init__(self):
+            super().__init__()
+            self.start, self.batches = None, 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = self.start or time.time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
+            time.sleep(max(0.0, self.start + 0.3 * self.batches - time.time()))
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    rng = np.random.default_rng(0)
+    data = tf.data.Dataset.from_tensor_slices((rng.normal(size=(64, 4)).astype(np.float32),
+                                               rng.normal(size=(64, 1)).astype(np.float32)))
+    seen = []
+
+    def dataset_from(at):
+        seen.append(at)
+        return data.shuffle(64, seed=at).batch(8).repeat()
+
+    step = tf.Variable(0, dtype=tf.int64)
+    seconds = tf.Variable(0.0, dtype=tf.float64)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(step=step, model=model),
+                                         tmp_path / "checkpoints", max_to_keep=10)
+    history = cb.HistoryLogger(tmp_path / "history.jsonl", 10, initial_step=0)
+    timer = cb.TimeBudget(seconds, 7.5, 10)
+    callbacks = [Pacer(), history, timer, cb.CheckpointSaver(manager, step, 10)]
+    reached = cb.fit_in_chunks(model, dataset_from, callbacks, 0, 40, 10, timer, verbose=0)
+    fill = timer.filled
+    assert timer.stopped_by == "budget" and 3 <= fill <= 6, (fill, seconds.numpy())
+    assert reached == timer.stopped_at == int(step.numpy()) == 20 + fill
+    assert f"a last chunk of {fill} steps fills the time left on the clock" in capsys.readouterr().err
+    assert float(seconds.numpy()) <= 7.5  # the last chunk kept inside the budget
+    assert seen == [0, 20]
+
+    # resumed off the grid (no clock): the steps back onto it, then whole chunks
+    reached = cb.fit_in_chunks(model, dataset_from, callbacks[:2] + callbacks[3:], 20 + fill,
+                               40, 10, verbose=0)
+    assert reached == int(step.numpy()) == 40 and seen == [0, 20, 20 + fill, 30]
+    rows = [json.loads(l) for l in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 10, 20, 20 + fill, 30, 40]
+    assert manager.checkpoints[-5:] == [str(tmp_path / "checkpoints" / f"ckpt-{n}")
+                                         for n in (10, 20, 20 + fill, 30, 40)]
+
+
 def test_int8_noise_from_half_way_in_a_run(tmp_path):
     """`train.int8_noise_from: 0.5` over 20 steps in chunks of 10: the noise comes on with the
     second chunk, said on stderr, and the M the run saves carries the value (inference and

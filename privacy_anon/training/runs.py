@@ -469,13 +469,6 @@ def _saved_config(path: Path) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
-def _extension_chunk(done: int, steps: int, chunk: int) -> int:
-    """The largest chunk <= `chunk` that divides both `done` and `steps`: Keras epochs are
-    chunks, so a run resumed at `done` continues at a whole epoch and ends at `steps`."""
-    common = math.gcd(done, steps)
-    return max(d for d in range(1, min(common, chunk) + 1) if common % d == 0)
-
-
 def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
           classifier_checkpoint: str | list[str] | None = None, init_run: str | None = None,
           strategy=None, verbose: int | str = "auto", release: bool = True) -> dict:
@@ -662,10 +655,9 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             for change in config_changes(saved_config, cfg.to_dict()):
                 print(f"  config changed since the last run here: {change}", file=sys.stderr)
     done = int(step.numpy())
-    if done % chunk:  # extending a run (e.g. --steps 20, then 25): chunks that fit both counts
-        chunk = _extension_chunk(done, steps, chunk)
-        chunks = steps // chunk
-        print(f"extending {out} from step {done} to {steps} (a checkpoint every {chunk} steps)",
+    if done % chunk and done < steps:  # e.g. --steps 20, then 25; or a clock's last chunk
+        print(f"{out}: step {done} is off the checkpoint grid (train.checkpoint_every {chunk}): "
+              f"a chunk of {min(chunk - done % chunk, steps - done)} steps first",
               file=sys.stderr)
 
     replicas = strategy.num_replicas_in_sync
@@ -717,13 +709,17 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         if visits < 1.5:  # the pass once costs one visit of every face
             print(f"  this run meets each face {visits:.1f} times at most: "
                   "train.recognizer_originals each_step would be cheaper", file=sys.stderr)
-    # A resumed run reshuffles with another seed instead of replaying the first batches.
-    ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + done, extra=extra)
-    if replicas > 1:
-        # every worker builds the same seeded pipeline and keeps its share of each batch
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        ds = strategy.experimental_distribute_dataset(ds.with_options(options))
+    def dataset_from(at):
+        # a resumed run (and each fit of a chunk off the grid) reshuffles with another seed
+        # instead of replaying the first batches
+        ds, _ = _datasets(cfg, stage, faces, batch, shuffle_seed=t.seed + at, extra=extra)
+        if replicas > 1:
+            # every worker builds the same seeded pipeline and keeps its share of each batch
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = \
+                tf.data.experimental.AutoShardPolicy.DATA
+            ds = strategy.experimental_distribute_dataset(ds.with_options(options))
+        return ds
 
     history = cb.HistoryLogger(write / "history.jsonl", chunk, initial_step=done)
     timer = None
@@ -744,18 +740,22 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if stage in ("adversarial", "joint"):
         callbacks.append(cb.SampleGrid(modifier, faces.holdout.images[:8], write / "samples", chunk))
     if not spent and done < steps:
-        gan.fit(ds, epochs=chunks, initial_epoch=done // chunk, steps_per_epoch=chunk,
-                callbacks=callbacks, verbose=verbose, shuffle=False)
+        cb.fit_in_chunks(gan, dataset_from, callbacks, done, steps, chunk, timer, verbose)
     if timer and timer.stopped_at is not None and timer.stopped_at < steps:
         if timer.stopped_by == "budget":
-            print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} "
-                  f"steps would pass train.max_minutes ({t.max_minutes:g}; "
-                  f"{m_seconds.numpy() / 60:.1f} spent)", file=sys.stderr)
+            clock = f"train.max_minutes ({t.max_minutes:g}; {m_seconds.numpy() / 60:.1f} spent)"
+        else:
+            clock = (f"train.command_minutes ({t.command_minutes:g}, {reserve:g} of them kept "
+                     f"for the export and the yardstick; "
+                     f"{(time.time() - started) / 60:.1f} elapsed)")
+        if timer.filled:
+            print(f"M stopped at step {timer.stopped_at} of {steps}: at step "
+                  f"{timer.stopped_at - timer.filled} another chunk of {chunk} steps would "
+                  f"have passed {clock}, and a last chunk of {timer.filled} filled the time "
+                  "left", file=sys.stderr)
         else:
             print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} "
-                  f"steps would pass train.command_minutes ({t.command_minutes:g}, "
-                  f"{reserve:g} of them kept for the export and the yardstick; "
-                  f"{(time.time() - started) / 60:.1f} elapsed)", file=sys.stderr)
+                  f"steps would pass {clock}", file=sys.stderr)
         # a slow machine's hour holds few of M's steps: how to give it more
         left = t.max_minutes - float(m_seconds.numpy()) / 60 if budget else None
         print(f"  the same command resumes M at step {timer.stopped_at}"
