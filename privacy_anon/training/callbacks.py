@@ -136,8 +136,8 @@ class Int8NoiseFrom(ChunkCallback):
 
 
 class TimeBudget(ChunkCallback):
-    """Stops training at the end of the first chunk after which one more whole chunk (of
-    `steps_per_chunk` steps at the last chunk's pace) would take the training time in
+    """Stops training at the end of the first chunk after which one more whole chunk (the
+    `steps_per_chunk` it is made with, at the last chunk's pace) would take the time in
     `seconds` (a checkpointed variable, so it counts over resumes) past `budget` seconds, or
     end past `deadline` (a `time.time()`, this process only; None: none). Put it before
     `CheckpointSaver`: the saved time then includes the chunk the checkpoint ends.
