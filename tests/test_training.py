@@ -100,6 +100,43 @@ def test_two_adversaries_one_command_then_two_checkpoints(tmp_path):
     assert len(lines) == 1 and "given 1 time(s) but train.adversaries is 2" in lines[0], once.stderr
 
 
+def test_a_run_without_d_trains_m_and_keeps_no_d(tmp_path):
+    """train.train_classifier false (as in `mobile`, where no term of M reads D): no D is
+    pre-trained, stepped, checkpointed, saved or reported, while M and the realism critic
+    train; a config whose M still reads D, or a D given to such a run, is one line, exit 2."""
+    without_d = SMALL + "  train_classifier: false\n  lambda_l1: 1\n  lambda_realism: 1\n"
+    cfg = tmp_path / "nod.yaml"
+    cfg.write_text(without_d + "  adv_weight: 0\n")
+    base = [sys.executable, "-m", "privacy_anon.cli", "train", "--stage", "adversarial", "--steps", "20"]
+    run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, timeout=600)
+    m = tmp_path / "m"
+    proc = run("--config", str(cfg), "--out", str(m))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pre-training" not in proc.stderr
+    assert not (m / "classifier").exists() and not list(m.glob("classifier*.keras"))
+    assert (m / "modifier.keras").is_file()
+    names = _ckpt_names(m)
+    assert "m_optimizer" in names and not {"classifier", "d_optimizer"} & names, names
+    metrics = json.loads((m / "metrics.json").read_text())
+    assert not [k for k in metrics if k.startswith(("d_accuracy", "loss_d", "loss_adv"))], metrics
+    rows = [json.loads(l) for l in (m / "history.jsonl").read_text().splitlines()]
+    assert not {"d_acc_original", "d_acc_modified", "loss_d", "loss_adv"} & set(rows[-1])
+    # M left the identity it starts as (the critic's push) and the critic stepped beside it
+    assert metrics["loss_l1_first"] < 1e-4 < 0.005 < metrics["loss_l1_last"], metrics
+    assert rows[-1]["loss_critic"] > 0
+
+    for bad, expected in ((without_d + "  adv_weight: 0.5\n", "train.adv_weight 0.5"),
+                          (cfg.read_text() + "  lambda_identity: 1\n", "train.lambda_identity 1")):
+        (tmp_path / "bad.yaml").write_text(bad)
+        refused = run("--config", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "bad"))
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1 and expected in lines[0], refused.stderr
+        assert not (tmp_path / "bad").exists()
+    given = run("--config", str(cfg), "--classifier-checkpoint", str(m), "--out", str(tmp_path / "g"))
+    assert given.returncode == 2 and "train.train_classifier is false" in given.stderr
+    assert not (tmp_path / "g").exists()
+
+
 def test_steps_round_up_to_whole_checkpoint_chunks_and_say_so(tmp_path):
     """15 steps with a checkpoint every 10: 20 are trained (every chunk ends in a checkpoint),
     and stderr says so instead of training more than asked in silence."""
