@@ -195,7 +195,8 @@ def make_inputs(root: Path) -> None:
         container.mux(stream.encode(None))
     (root / "small.yaml").write_text(SMALL_CONFIG)
     # the README's k3.yaml, small
-    (root / "k3.yaml").write_text(SMALL_CONFIG + "  adversaries: 3\n  adv_weight: 1.0\n  lambda_identity: 1.0\n")
+    (root / "k3.yaml").write_text(SMALL_CONFIG + "  train_classifier: true\n  adversaries: 3\n"
+                                  "  adv_weight: 1.0\n  lambda_identity: 1.0\n")
 
 
 def test_readme_commands_run(tmp_path, monkeypatch, request, faceres_dir):
