@@ -135,6 +135,13 @@ def test_a_run_without_d_trains_m_and_keeps_no_d(tmp_path):
     given = run("--config", str(cfg), "--classifier-checkpoint", str(m), "--out", str(tmp_path / "g"))
     assert given.returncode == 2 and "train.train_classifier is false" in given.stderr
     assert not (tmp_path / "g").exists()
+    # a resume that brings D back finds none in the checkpoint: refused before D's pre-training
+    (tmp_path / "with_d.yaml").write_text(SMALL + "  classifier_steps: 10\n")
+    kept = sorted(p.name for p in (m / "checkpoints").iterdir())
+    back = run("--config", str(tmp_path / "with_d.yaml"), "--steps", "30", "--out", str(m))
+    lines = back.stderr.strip().splitlines()
+    assert back.returncode == 2 and len(lines) == 1 and "hold no D" in lines[0], back.stderr
+    assert not (m / "classifier").exists() and sorted(p.name for p in (m / "checkpoints").iterdir()) == kept
 
 
 def test_steps_round_up_to_whole_checkpoint_chunks_and_say_so(tmp_path):

@@ -553,6 +553,12 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
     keeps_d = (stage == "classifier" or stage == "finetune" and bool(init_run)
                and (Path(init_run) / classifier_file(1)).is_file()
                or stage in ("adversarial", "joint") and cfg.train.train_classifier)
+    resumed = tf.train.latest_checkpoint(out / "checkpoints")
+    if stage in ("adversarial", "joint") and keeps_d and resumed and not any(
+            name.startswith("d_optimizer/") for name, _ in tf.train.list_variables(resumed)):
+        # before D's pre-training: the restore would fail only after it
+        raise InputError(f"{out}: its checkpoints hold no D (trained with "
+                         "train.train_classifier false): resume it that way, or use a new --out")
     if stage in ("adversarial", "joint") and keeps_d and not checkpoints and not init_run:
         checkpoints = pretrain_adversaries(cfg, out, strategy, verbose, chief, task)
 
