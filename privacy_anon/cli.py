@@ -177,6 +177,7 @@ def _run_demo(args) -> int:
     from privacy_anon.training import demo
 
     cfg = load_config("tiny", args.config, {"train": {"seed": args.seed}})
+    demo.check_demo_config(cfg, args.config or "tiny")
     demo.run_demo(cfg, args.out)
     return 0
 

@@ -112,6 +112,7 @@ def make_inputs(d: Path) -> None:
     (d / "bad.yaml").write_text("train: {steps: 3\n")
     (d / "unknown.yaml").write_text("train:\n  no_such_field: 1\n")
     (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "no_d.yaml").write_text("train: {train_classifier: false}\n")
     (d / "landmarks.csv").write_text("path,x1,y1\nid0/0.png,1,2\n")
     (d / "actions.csv").write_text("frame_path,x1,y1,x2,y2,action\nastro.png,10,20,30,40,wave\n"
                                    "frames/missing.png,10,20,30,40,wave\n")
@@ -182,6 +183,8 @@ CASES = [
                                        "--faces", "synthetic", "--out", "e4"], ["e4"], "garbage.keras"),
     ("evaluate-yaml-not-a-mapping", ["evaluate", "--methods", "none", "--faces", "synthetic", "--config",
                                          "list.yaml", "--out", "e5"], ["e5"], "list.yaml"),
+    # demo: M plays against the D it pre-trains, so a config without D is refused before it
+    ("demo-without-d", ["demo", "--config", "no_d.yaml", "--out", "g1"], ["g1"], "no_d.yaml"),
 ]
 
 
@@ -233,7 +236,7 @@ def test_malformed_input_is_one_line_exit_2_and_leaves_nothing(corpus, name):
 
 def test_corpus_is_large_enough():
     assert len(CASES) >= 20
-    assert {c[1][0] for c in CASES} == {"anonymize", "export", "train", "detect-faces", "evaluate"}
+    assert {c[1][0] for c in CASES} == {"anonymize", "export", "train", "detect-faces", "evaluate", "demo"}
 
 
 def test_verbose_brings_the_native_logs_back(corpus):

@@ -18,12 +18,23 @@ import sys
 import time
 from pathlib import Path
 
+from privacy_anon.errors import InputError
 from privacy_anon.io_utils import atomic_write_json
+
+
+def check_demo_config(cfg, source: str = "config") -> None:
+    """The demo is M against the D it pre-trains: refused before any training when the
+    config leaves D out (`train.train_classifier` false), not after D's pre-training."""
+    if not cfg.train.train_classifier:
+        raise InputError(f"{source}: train.train_classifier is false, but the demo trains M "
+                         "against the D it pre-trains: set it true, or use `train`")
 
 
 def run_demo(cfg, out: str | Path, verbose: int | str = 2) -> dict:
     """Runs the demo into `out`; returns the metrics it writes."""
     from privacy_anon.training import runs
+
+    check_demo_config(cfg)
     from privacy_anon.models.modifier import modify_uint8
     from privacy_anon.training.callbacks import write_grid
 

@@ -550,7 +550,7 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         atomic_write_text(write / "heldout_identities.txt",
                           "".join(f"{name}\n" for name in faces.strangers.identities))
     # D's weights mean something: trained here, or (fine-tuning A) the joint run's D kept
-    keeps_d = (stage == "classifier" or stage == "finetune" and bool(init_run)
+    keeps_d = (stage == "classifier" or stage == "finetune"
                and (Path(init_run) / classifier_file(1)).is_file()
                or stage in ("adversarial", "joint") and cfg.train.train_classifier)
     resumed = tf.train.latest_checkpoint(out / "checkpoints")
