@@ -225,10 +225,13 @@ def _float_variance_int8(converter, saved: str, calibration: np.ndarray) -> byte
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                            tf.lite.OpsSet.TFLITE_BUILTINS]
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=names)
-    debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=converter, debug_dataset=_representative_dataset(calibration[:2]),
-        debug_options=options)
-    return debugger.get_nondebug_quantized_model()
+    with warnings.catch_warnings():
+        # the debugger runs TensorFlow's own deprecated interpreter: nothing a user can act on
+        warnings.filterwarnings("ignore", message=r"\s*Warning: tf.lite.Interpreter is deprecated")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_representative_dataset(calibration[:2]),
+            debug_options=options)
+        return debugger.get_nondebug_quantized_model()
 
 
 def _representative_dataset(crops: np.ndarray):
