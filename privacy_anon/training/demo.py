@@ -33,10 +33,10 @@ def check_demo_config(cfg, source: str = "config") -> None:
 def run_demo(cfg, out: str | Path, verbose: int | str = 2) -> dict:
     """Runs the demo into `out`; returns the metrics it writes."""
     from privacy_anon.training import runs
-
-    check_demo_config(cfg)
     from privacy_anon.models.modifier import modify_uint8
     from privacy_anon.training.callbacks import write_grid
+
+    check_demo_config(cfg)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
