@@ -345,6 +345,37 @@ def test_int8_noise_turns_on_at_its_step_and_the_step_is_traced_again():
     assert m.int8_noise == 1.0
 
 
+def test_when_a_chunk_would_pass_both_clocks_the_tighter_one_is_named():
+    """M's budget (train.max_minutes) and the command's deadline (train.command_minutes) can
+    both be passed by the next chunk; the stop names the one with less time left, whichever
+    it is, and keeps that verdict through the last chunk that fills the time."""
+    import tensorflow as tf
+    from privacy_anon.training import callbacks as cb
+
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+
+    def stop(budget_left: float, deadline_left: float):
+        # a chunk of 10 steps that took 1 s: the next one needs 1 s, more than either holds
+        seconds = tf.Variable(4.0, dtype=tf.float64)  # M's time before this chunk
+        timer = cb.TimeBudget(seconds, 5.0 + budget_left, 10,
+                              deadline=time.time() + deadline_left)
+        timer.set_model(model)
+        timer.on_epoch_begin(0)
+        timer._start -= 1.0
+        timer.on_epoch_end(0)
+        assert model.stop_training and timer.stopped_at == 10
+        first = timer.stopped_by
+        timer.on_epoch_begin(1)
+        timer.on_epoch_end(1)  # a last chunk: the first verdict stands
+        assert timer.stopped_by == first
+        return first
+
+    assert stop(budget_left=0.3, deadline_left=0.8) == "budget"
+    assert stop(budget_left=0.8, deadline_left=0.3) == "deadline"
+    assert stop(budget_left=0.5, deadline_left=5.0) == "budget"
+    assert stop(budget_left=5.0, deadline_left=0.5) == "deadline"
+
+
 def test_a_clock_stop_fills_the_time_left_with_a_last_chunk_and_a_resume_regains_the_grid(
         tmp_path, capsys):
     """`fit_in_chunks` with the real `TimeBudget`, `CheckpointSaver` and `HistoryLogger` on a

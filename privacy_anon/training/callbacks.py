@@ -177,21 +177,28 @@ class TimeBudget(ChunkCallback):
         if self.warmup_fraction > 0 and step < float(self.model.warmup_length.numpy()):
             self._shorten_warmup(step, now)  # (a warm-up already over is left alone)
         whole = self.pace * self.chunk
-        if self.budget and float(self.seconds.numpy()) + whole > self.budget:
-            self.stopped_by = "budget"
-        elif self.deadline is not None and now + whole > self.deadline:
-            self.stopped_by = "deadline"
+        # when the next chunk would pass both limits, the tighter one stopped M (the stop
+        # message names it); a last chunk after the stop keeps that first verdict
+        left = self._limits_left(now)
+        passed = [name for name, seconds in left.items() if whole > seconds]
+        if passed and self.stopped_by is None:
+            self.stopped_by = min(passed, key=left.get)
         if self.stopped_by:
             self.stopped_at = step
             self.model.stop_training = True
 
-    def _seconds_left(self, now: float) -> float | None:
-        left = []
+    def _limits_left(self, now: float) -> dict:
+        """Seconds each limit in force ("budget", "deadline") has left."""
+        left = {}
         if self.budget:
-            left.append(self.budget - float(self.seconds.numpy()))
+            left["budget"] = self.budget - float(self.seconds.numpy())
         if self.deadline is not None:
-            left.append(self.deadline - now)
-        return max(min(left), 0.0) if left else None
+            left["deadline"] = self.deadline - now
+        return left
+
+    def _seconds_left(self, now: float) -> float | None:
+        left = self._limits_left(now)
+        return max(min(left.values()), 0.0) if left else None
 
     def steps_that_fit(self, spare: float = 0.05) -> int:
         """The steps both limits still hold at the last chunk's pace, `spare` of the time
