@@ -181,7 +181,8 @@ def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
            "train.max_minutes (0.001;" in first.stderr
     assert "M's warm-up: 5 steps, 0.5 of the 10 M is projected to reach" in first.stderr
     assert "the same command resumes M at step 10 (train.max_minutes counts over resumes: " \
-           "0.0 min left" in first.stderr
+           "0.0 min left; a larger one trains M further; M stops at step 40 at most: --steps " \
+           "raises that)\n" in first.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
     assert metrics["warmup_steps"] == 5
@@ -197,6 +198,10 @@ def test_max_minutes_stops_m_at_a_checkpoint_and_counts_over_resumes(tmp_path):
     assert lifted.returncode == 0, lifted.stderr[-2000:]
     assert json.loads((run / "metrics.json").read_text())["steps"] == 40
     assert "M stopped" not in lifted.stderr
+    at_ceiling = _cli(args, tmp_path)  # nothing left to train is said, not silent
+    assert at_ceiling.returncode == 0, at_ceiling.stderr[-2000:]
+    assert "already at step 40 of 40: not trained further (--steps raises the step count)" \
+        in at_ceiling.stderr
 
 
 def test_command_minutes_bounds_the_whole_command_and_a_late_resume_trains_nothing(tmp_path):
@@ -214,7 +219,10 @@ def test_command_minutes_bounds_the_whole_command_and_a_late_resume_trains_nothi
     assert "M stopped at step 10 of 40: another chunk of 10 steps would pass " \
            "train.command_minutes (0.001" in first.stderr
     assert "past train.command_minutes 0.001" in first.stderr
-    assert "the same command resumes M at step 10\n" in first.stderr  # no max_minutes
+    # no max_minutes: the limits a longer resume meets are this command's clock and the steps
+    assert "the same command resumes M at step 10 (train.command_minutes 0.001 bounds each " \
+           "invocation: raise it too for a longer one; M stops at step 40 at most: --steps " \
+           "raises that)\n" in first.stderr
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["steps"] == 10 and metrics["steps_ceiling"] == 40
     assert metrics["end_to_end_minutes"] > 0.001

@@ -734,6 +734,9 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
             print(f"{out}: {elapsed:.1f} min of train.command_minutes {t.command_minutes:g} "
                   f"spent before M's first step (train.release_minutes {reserve:g} kept): M "
                   f"trains one chunk of {chunk} steps, past it", file=sys.stderr)
+    if done >= steps and latest:  # e.g. a resume with a larger max_minutes, at the ceiling
+        print(f"{out}: already at step {done} of {steps}: not trained further (--steps "
+              "raises the step count)", file=sys.stderr)
     extra = None
     if gan.recognizers and t.recognizer_originals == "once" and done < steps and not spent:
         # the same for every worker and every resume (no randomness): recomputed, not stored
@@ -793,12 +796,19 @@ def train(cfg, stage: str, out: str | os.PathLike, steps: int | None = None,
         else:
             print(f"M stopped at step {timer.stopped_at} of {steps}: another chunk of {chunk} "
                   f"steps would pass {clock}", file=sys.stderr)
-        # a slow machine's hour holds few of M's steps: how to give it more
-        left = t.max_minutes - float(m_seconds.numpy()) / 60 if budget else None
-        print(f"  the same command resumes M at step {timer.stopped_at}"
-              + ("" if left is None else
-                 f" (train.max_minutes counts over resumes: {max(left, 0):.1f} min left; a "
-                 "larger one trains M further)"), file=sys.stderr)
+        # a slow machine's hour holds few of M's steps: how to give it more, naming every
+        # limit a longer resume meets (the forty-fourth pass met all three in turn)
+        ways = []
+        if budget:
+            left = t.max_minutes - float(m_seconds.numpy()) / 60
+            ways.append(f"train.max_minutes counts over resumes: {max(left, 0):.1f} min left; "
+                        "a larger one trains M further")
+        if deadline is not None:
+            ways.append(f"train.command_minutes {t.command_minutes:g} bounds each invocation: "
+                        "raise it too for a longer one")
+        ways.append(f"M stops at step {steps} at most: --steps raises that")
+        print(f"  the same command resumes M at step {timer.stopped_at} ({'; '.join(ways)})",
+              file=sys.stderr)
 
     if stage != "classifier":  # D alone leaves M untrained: no modifier.keras to export by mistake
         save_keras(modifier, write / "modifier.keras")
